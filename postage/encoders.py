@@ -45,8 +45,10 @@ class JsonEncoder(Encoder):
 
     def __init__(self) -> None:
         # One encoder object, made once: json.dumps() would build a new one per call.
+        # ensure_ascii (the json default) also escapes lone surrogates, which could not go
+        # on the wire as UTF-8 (os.fsdecode of a bad file name makes them).
         self._encoder = json.JSONEncoder(
-            default=_json_default, allow_nan=False, separators=(",", ":"), ensure_ascii=False
+            default=_json_default, allow_nan=False, separators=(",", ":")
         )
 
     def encode(self, data: Any) -> str:

@@ -1,0 +1,564 @@
+"""GenericProducer on Twisted: publish with confirms, and RPC calls over direct reply-to.
+
+``producer.message_NAME(...)`` returns a Deferred that fires once the broker confirmed the
+publish; ``producer.rpc_NAME(...)`` returns a Deferred that fires with the result message
+(``MessageResult``, ``MessageResultError`` or ``MessageResultException``) and never errbacks
+for remote or transport trouble. A producer can be used as soon as it is made: calls wait for
+the connection. The per-message path is kept short on purpose (PIKA-TWISTED-NOTES.md): one
+encode, one pika publish, one dict entry for the confirm.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from postage import config
+from postage.encoders import JsonEncoder
+from postage.errors import BrokerConnectionError, NackError, PostageError, UnroutableError
+from postage.exchanges import Exchange, exchange_name
+from postage.messages import (
+    Message,
+    MessageCommand,
+    MessageResultException,
+    RpcCommand,
+    decode_envelope,
+    message_from_body,
+)
+from postage.twisted.connection import Channel, Connection, connect
+from postage.twisted.rpc import RpcCalls
+
+__all__ = ["GenericProducer"]
+
+log = Logger()
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+_OPTIONS = frozenset({"_key", "_eks", "_timeout", "_max_retry", "_queue_only", "_mandatory"})
+_KNOBS = ("eks", "encoder_class", "routing_key", "confirm", "mandatory", "rpc_reply_to",
+          "rpc_timeout", "max_retry", "connect_timeout", "max_unconfirmed")
+
+Target = tuple[Any, str]
+
+
+def fingerprint_dict(fingerprint: Any) -> dict[str, Any]:
+    """A fingerprint in its dictionary form (3.0.3 accepted any object with ``as_dict``)."""
+    if fingerprint is None:
+        return {}
+    if isinstance(fingerprint, Mapping):
+        return dict(fingerprint)
+    return fingerprint.as_dict()
+
+
+def split_options(kwds: dict[str, Any]) -> dict[str, Any]:
+    """Take the ``_options`` out of a call's keywords (they are never parameters)."""
+    options = {key: kwds.pop(key) for key in [k for k in kwds if k.startswith("_")]}
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; options are {sorted(_OPTIONS)}")
+    return options
+
+
+def command_parameters(name: str, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
+    """The parameters of a command sent without a ``build_*`` method."""
+    if len(args) > 1 or (args and kwds):
+        raise TypeError(f"{name}() takes one positional parameters value or keyword arguments")
+    return args[0] if args else kwds
+
+
+class GenericProducer:
+    """Sends messages and makes RPC calls; see the module docstring.
+
+    Class attributes are the defaults, and each may be given as a constructor keyword:
+    ``eks`` (list of ``(Exchange subclass or name, routing key)``; the first is the default
+    and the one RPC uses), ``encoder_class``, ``routing_key`` (key for the nameless exchange
+    when there is no ``eks``), ``confirm`` (publisher confirms), ``mandatory`` (for
+    ``message_*``), ``rpc_reply_to`` (``"direct"``, or ``"exclusive"`` for 3.0.3 servers),
+    ``rpc_timeout``, ``max_retry``, ``connect_timeout``, ``max_unconfirmed`` (publishes in
+    flight before further ones wait: pika has no write backpressure of its own).
+    """
+
+    eks: list[Target] = []
+    encoder_class: type = JsonEncoder
+    routing_key: str | None = None
+    vhost: str | None = None
+    hup: Mapping[str, Any] | None = None
+    confirm = True
+    mandatory = False
+    rpc_reply_to = "direct"
+    rpc_timeout: float = 30
+    max_retry = 4
+    connect_timeout: float = 10
+    max_unconfirmed = 1000
+
+    def __init__(self, fingerprint: Any = None, hup: Mapping[str, Any] | None = None,
+                 vhost: str | None = None, *, reactor: Any = None, clock: Any = None,
+                 **knobs: Any) -> None:
+        for knob, value in knobs.items():
+            if knob not in _KNOBS:
+                raise TypeError(f"unknown producer option {knob!r}")
+            setattr(self, knob, value)
+        if self.rpc_reply_to not in ("direct", "exclusive"):
+            raise ValueError("rpc_reply_to is 'direct' or 'exclusive'")
+        if reactor is None:
+            from twisted.internet import reactor  # noqa: PLC0415
+        self.reactor = reactor
+        self.fingerprint = fingerprint_dict(fingerprint)
+        self.settings = config.settings(
+            hup if hup is not None else self.hup,
+            vhost if vhost is not None else self.vhost,
+            self.connect_timeout,
+        )
+        self.encoder = self.encoder_class()
+        self.eks = [(exchange, key) for exchange, key in self.eks]
+        self.connection: Connection | None = None
+        self._channel: Channel | None = None
+        self._declared: set[str] = {""}
+        self._error: BaseException | None = None  # set once the producer cannot publish
+        self._ready_waiters: list[defer.Deferred[Any]] | None = []
+        # confirms: delivery tag -> Deferred (None when nobody waits), see _on_confirm
+        self._next_tag = 1
+        self._low_tag = 1
+        self._unconfirmed: dict[int, defer.Deferred[None] | None] = {}
+        self._returned: dict[str, int] = {}  # message_id of a mandatory publish -> its tag
+        self._unroutable: set[int] = set()
+        self._backlog: deque[tuple[tuple[Any, ...], defer.Deferred[None]]] = deque()
+        self._blocked = False
+        self._calls = RpcCalls(clock if clock is not None else reactor)
+        self._exclusive_replies: dict[str, str] = {}  # consumer tag -> correlation id
+        self._properties = self._make_properties()
+        self._setup().addErrback(self._setup_failed)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def ready(self) -> defer.Deferred[GenericProducer]:
+        """Fires with the producer once it is connected, its exchanges are declared, confirm
+        mode is on and RPC replies are listened for; errbacks if that cannot happen. A new
+        Deferred each time, so every waiter gets the producer."""
+        if self._ready_waiters is None:
+            return defer.fail(self._error) if self._channel is None else defer.succeed(self)
+        d: defer.Deferred[GenericProducer] = defer.Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def _fire_ready(self, error: BaseException | None) -> None:
+        waiters, self._ready_waiters = self._ready_waiters, None
+        for d in waiters or ():
+            d.errback(error) if error is not None else d.callback(self)
+
+    @defer.inlineCallbacks
+    def _setup(self) -> Any:
+        self.connection = yield connect(self.settings, self.reactor, self.fingerprint.get("name"))
+        self.connection.on_lost(self._on_connection_lost)
+        self.connection.on_blocked(self._on_blocked, self._on_unblocked)
+        yield self._open_channel()
+        self._fire_ready(None)
+        self._flush()
+
+    def _setup_failed(self, failure: Any) -> None:
+        self._error = failure.value
+        self._fire_ready(self._error)
+        self._fail_waiting(self._error)
+
+    @defer.inlineCallbacks
+    def _open_channel(self) -> Any:
+        channel = yield self.connection.channel()
+        channel.twisted.on_closed.addCallback(self._on_channel_closed, channel)
+        for exchange, _key in self.eks:
+            yield self._declare(channel, exchange)
+        if self.confirm:
+            self._next_tag = self._low_tag = 1
+            yield channel.confirm_delivery(self._on_confirm)
+        channel.impl.add_on_return_callback(self._on_return)
+        if self.rpc_reply_to == "direct":
+            yield channel.consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
+        self._channel = channel
+
+    def _declare(self, channel: Channel, exchange: Any) -> defer.Deferred[Any]:
+        name = exchange_name(exchange)
+        if name in self._declared or not isinstance(exchange, type):
+            return defer.succeed(None)
+        return channel.exchange_declare(**exchange.parameters).addCallback(
+            lambda _: self._declared.add(name))
+
+    def _on_channel_closed(self, reason: Any, channel: Channel) -> None:
+        """The broker closed our channel (e.g. a publish to a missing exchange): fail what
+        waited on it and open a new one, so one bad call does not break the producer."""
+        if self._channel is channel:
+            self._channel = None
+        error = PostageError(f"the broker closed the producer's channel: {reason}")
+        self._fail_in_flight(error)
+        if self._error is None and self.connection is not None and self.connection.is_open:
+            log.warn("{error}; opening a new channel", error=error)
+            self._declared = {""}
+            self._open_channel().addCallbacks(lambda _: self._flush(), self._setup_failed)
+
+    def _on_connection_lost(self, error: BrokerConnectionError) -> None:
+        self._channel = None
+        if self._error is None:
+            self._error = error
+        self._fail_in_flight(error)
+        self._fail_waiting(error)
+
+    def _fail_in_flight(self, error: BaseException) -> None:
+        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        self._returned.clear()
+        self._unroutable.clear()
+        for d in unconfirmed.values():
+            if d is not None:
+                d.errback(error)
+        self._calls.fail_all(type(error).__name__, str(error))
+        self._exclusive_replies.clear()
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        backlog, self._backlog = self._backlog, deque()
+        for _args, d in backlog:
+            d.errback(error)
+
+    def close(self) -> defer.Deferred[None]:
+        """Close the connection. Calls still in flight end with BrokerConnectionError."""
+        if self._error is None:
+            self._error = BrokerConnectionError("the producer was closed")
+        if self.connection is None:
+            return defer.succeed(None)
+        return self.connection.close()
+
+    # ---- publishing --------------------------------------------------------------------
+
+    def _make_properties(self, **extra: Any) -> Any:
+        from pika import BasicProperties  # noqa: PLC0415
+
+        return BasicProperties(content_type=self.encoder.content_type, **extra)
+
+    def _publish(self, exchange: str, key: str, body: str | bytes, properties: Any,
+                 mandatory: bool, want_confirm: bool = True) -> defer.Deferred[None] | None:
+        """Publish one message, or queue it while the channel is not there, the broker
+        blocks us or ``max_unconfirmed`` publishes are in flight. Returns a Deferred that
+        fires when the broker confirmed it (at once without confirms), or None when
+        ``want_confirm`` is false and it went out."""
+        if (self._channel is None or self._blocked or self._backlog
+                or len(self._unconfirmed) >= self.max_unconfirmed):
+            return self._wait_to_publish(exchange, key, body, properties, mandatory)
+        return self._publish_now(exchange, key, body, properties, mandatory, want_confirm)
+
+    def _publish_now(self, exchange: str, key: str, body: str | bytes, properties: Any,
+                     mandatory: bool, want_confirm: bool = True) -> defer.Deferred[None] | None:
+        d: defer.Deferred[None] | None = None
+        if self.confirm:
+            tag = self._next_tag
+            self._next_tag = tag + 1
+            if want_confirm:
+                d = defer.Deferred()
+            self._unconfirmed[tag] = d
+            if mandatory and want_confirm:
+                # a return names no delivery tag: mark the message to find its tag again
+                properties = copy.copy(properties)
+                properties.message_id = message_id = f"postage.{tag}"
+                self._returned[message_id] = tag
+        elif want_confirm:
+            d = defer.succeed(None)
+        self._channel.impl.basic_publish(exchange, key, body, properties, mandatory)
+        return d
+
+    def _wait_to_publish(self, *args: Any) -> defer.Deferred[None]:
+        if self._error is not None:
+            return defer.fail(self._error)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._backlog.append((args, d))
+        return d
+
+    def _flush(self) -> None:
+        """Send what waited for the channel, for confirms to free up, or for the broker to
+        unblock us, as far as the window allows."""
+        backlog = self._backlog
+        while backlog and self._channel is not None and not self._blocked and (
+                len(self._unconfirmed) < self.max_unconfirmed):
+            args, waiter = backlog.popleft()
+            d = self._publish_now(*args)
+            if d is not None:
+                d.chainDeferred(waiter)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag = method.delivery_tag
+        nack = method.NAME == "Basic.Nack"
+        unconfirmed = self._unconfirmed
+        if method.multiple:
+            tags: Iterable[int] = range(self._low_tag, tag + 1)
+        else:
+            tags = (tag,)
+        for each in tags:
+            d = unconfirmed.pop(each, None)
+            if d is None:
+                continue
+            if nack:
+                d.errback(NackError("the broker nacked the message (it could not take it)"))
+            elif each in self._unroutable:
+                self._unroutable.discard(each)
+                d.errback(UnroutableError("the message was returned: no queue is bound for it"))
+            else:
+                d.callback(None)
+        low = self._low_tag
+        while low < self._next_tag and low not in unconfirmed:
+            low += 1
+        self._low_tag = low
+        if self._backlog:
+            self._flush()
+
+    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
+        tag = self._returned.pop(properties.message_id, None) if properties.message_id else None
+        if tag is not None:
+            self._unroutable.add(tag)  # the broker acks it next; _on_confirm errbacks then
+            return
+        correlation_id = properties.correlation_id
+        if correlation_id is not None and correlation_id in self._calls:
+            self._calls.fail(
+                correlation_id, "UnroutableError",
+                f"no queue is bound to exchange {method.exchange!r} with key "
+                f"{method.routing_key!r}: is the component running?")
+            return
+        log.warn("message to {exchange!r}/{key!r} was returned: {text}",
+                 exchange=method.exchange, key=method.routing_key, text=method.reply_text)
+
+    def _on_blocked(self, *_args: Any) -> None:
+        log.warn("the broker blocked publishing (resource alarm): publishes wait")
+        self._blocked = True
+
+    def _on_unblocked(self, *_args: Any) -> None:
+        log.info("the broker unblocked publishing")
+        self._blocked = False
+        self._flush()
+
+    # ---- routing -----------------------------------------------------------------------
+
+    def _targets(self, options: Mapping[str, Any]) -> list[Target]:
+        eks = options.get("_eks")
+        if eks is not None:
+            pairs = list(eks.items()) if isinstance(eks, Mapping) else list(eks)
+        elif options.get("_key") is not None:
+            default = self.eks[0][0] if self.eks else ""
+            pairs = [(default, options["_key"])]
+        elif self.eks:
+            pairs = self.eks
+        elif self.routing_key is not None:
+            pairs = [("", self.routing_key)]
+        else:
+            raise ValueError("no destination: give the producer eks, or _key= / _eks=")
+        return pairs
+
+    def _encode(self, message: Message) -> str | bytes:
+        message.fingerprint = self.fingerprint
+        return self.encoder.encode(message.body)
+
+    def _send_body(self, payload: str | bytes, options: Mapping[str, Any]
+                   ) -> defer.Deferred[None]:
+        mandatory = options.get("_mandatory", self.mandatory)
+        deferreds = []
+        for exchange, key in self._targets(options):
+            name = exchange_name(exchange)
+            if name not in self._declared and isinstance(exchange, type):
+                d = self._declare_then(exchange).addCallback(
+                    lambda _, n=name, k=key: self._publish(n, k, payload, self._properties,
+                                                           mandatory))
+            else:
+                d = self._publish(name, key, payload, self._properties, mandatory)
+            deferreds.append(d)
+        if len(deferreds) == 1:
+            return deferreds[0]
+        return defer.gatherResults(deferreds, consumeErrors=True).addCallbacks(
+            lambda _: None, lambda failure: failure.value.subFailure)
+
+    def _declare_then(self, exchange: type[Exchange]) -> defer.Deferred[Any]:
+        ready = self.ready if self._channel is None else defer.succeed(self)
+        return ready.addCallback(lambda _: self._declare(self._channel, exchange))
+
+    def send(self, name: str, *args: Any, **kwds: Any) -> defer.Deferred[None]:
+        """``message_NAME(...)``: build (``build_message_NAME``) or make a command, publish."""
+        try:
+            options = split_options(kwds)
+            builder = getattr(self, f"build_message_{name}", None)
+            if builder is not None:
+                message = builder(*args, **kwds)
+            else:
+                message = MessageCommand(name, command_parameters(name, args, kwds))
+            return self._send_body(self._encode(message), options)
+        except (PostageError, ValueError, TypeError):
+            return defer.fail()
+
+    def message(self, *args: Any, **kwds: Any) -> defer.Deferred[None]:
+        """Send a plain :class:`Message` with these args and keywords."""
+        try:
+            options = split_options(kwds)
+            return self._send_body(self._encode(Message(*args, **kwds)), options)
+        except (PostageError, ValueError, TypeError):
+            return defer.fail()
+
+    def forward(self, body: Mapping[str, Any], **options: Any) -> defer.Deferred[None]:
+        """Re-send a decoded body as it is (its own fingerprint kept)."""
+        try:
+            split_options(options)
+            return self._send_body(self.encoder.encode(dict(body)), options)
+        except (PostageError, ValueError, TypeError):
+            return defer.fail()
+
+    # ---- RPC ---------------------------------------------------------------------------
+
+    def call(self, name: str, *args: Any, **kwds: Any) -> defer.Deferred[Any]:
+        """``rpc_NAME(...)``: fires with the result message (never errbacks for a timeout, an
+        unroutable call or a lost connection), or with a queue name for ``_queue_only``."""
+        try:
+            options = split_options(kwds)
+            builder = getattr(self, f"build_rpc_{name}", None)
+            if builder is not None:
+                message = builder(*args, **kwds)
+            else:
+                message = RpcCommand(name, command_parameters(name, args, kwds))
+            payload = self._encode(message)
+            targets = self._targets(options)
+        except (PostageError, ValueError, TypeError):
+            return defer.fail()
+        exchange, key = targets[0]
+        if options.get("_queue_only"):
+            return self._call_queue_only(exchange, key, payload)
+        timeout = options.get("_timeout", self.rpc_timeout)
+        max_retry = options.get("_max_retry", self.max_retry)
+        correlation_id = uuid.uuid4().hex
+        description = f"rpc {name!r} to {exchange_name(exchange)!r}/{key!r}"
+        if self.rpc_reply_to == "direct":
+            properties = self._make_properties(correlation_id=correlation_id,
+                                               reply_to=DIRECT_REPLY_TO)
+            send = functools.partial(self._send_request, exchange, key, payload, properties,
+                                     correlation_id)
+            return self._calls.call(correlation_id, send, timeout, max_retry, description)
+        return self._call_exclusive(exchange, key, payload, correlation_id, timeout, max_retry,
+                                    description)
+
+    def _send_request(self, exchange: Any, key: str, payload: str | bytes, properties: Any,
+                      correlation_id: str) -> None:
+        name = exchange_name(exchange)
+        if self._channel is not None and name in self._declared:
+            # fast path: the confirm is not waited for; a return ends the call in _on_return
+            d = self._publish(name, key, payload, properties, True, want_confirm=False)
+        elif isinstance(exchange, type) and name not in self._declared:
+            d = self._declare_then(exchange).addCallback(
+                lambda _: self._publish(name, key, payload, properties, True))
+        else:
+            d = self._publish(name, key, payload, properties, True)
+        if d is not None:
+            d.addErrback(self._request_failed, correlation_id)
+
+    def _request_failed(self, failure: Any, correlation_id: str) -> None:
+        self._calls.fail(correlation_id, type(failure.value).__name__, str(failure.value))
+
+    def _on_reply(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
+        correlation_id = properties.correlation_id
+        if correlation_id is None:
+            correlation_id = self._exclusive_replies.get(_method.consumer_tag)
+        try:
+            result = message_from_body(decode_envelope(body, self.encoder))
+        except PostageError as exc:
+            result = MessageResultException("MessageFormatError", f"malformed reply: {exc}")
+        if not self._calls.reply(correlation_id, result):
+            log.debug("dropped a late or stray RPC reply ({id})", id=correlation_id)
+
+    @defer.inlineCallbacks
+    def _reply_queue(self) -> Any:
+        """Declare an exclusive, server-named reply queue (3.0.3's way)."""
+        yield self.ready
+        frame = yield self._channel.queue_declare("", exclusive=True, auto_delete=True)
+        return frame.method.queue
+
+    def _call_exclusive(self, exchange: Any, key: str, payload: str | bytes,
+                        correlation_id: str, timeout: float, max_retry: int,
+                        description: str) -> defer.Deferred[Any]:
+        @defer.inlineCallbacks
+        def run() -> Any:
+            try:
+                queue = yield self._reply_queue()
+                channel = self._channel
+                tag = yield channel.consume(queue, self._on_reply, auto_ack=True, exclusive=True)
+            except Exception as exc:  # noqa: BLE001 - RPC ends as a result, never an errback
+                return MessageResultException(type(exc).__name__, str(exc))
+            self._exclusive_replies[tag] = correlation_id
+            properties = self._make_properties(correlation_id=correlation_id, reply_to=queue)
+            send = functools.partial(self._send_request, exchange, key, payload, properties,
+                                     correlation_id)
+            try:
+                result = yield self._calls.call(correlation_id, send, timeout, max_retry,
+                                                description)
+            finally:
+                self._exclusive_replies.pop(tag, None)
+                if channel.is_open:
+                    channel.queue_delete(queue).addErrback(lambda _: None)
+            return result
+
+        return run()
+
+    def _call_queue_only(self, exchange: Any, key: str, payload: str | bytes
+                         ) -> defer.Deferred[Any]:
+        @defer.inlineCallbacks
+        def run() -> Any:
+            queue = yield self._reply_queue()
+            properties = self._make_properties(correlation_id=uuid.uuid4().hex, reply_to=queue)
+            name = exchange_name(exchange)
+            if isinstance(exchange, type):
+                yield self._declare(self._channel, exchange)
+            yield self._publish(name, key, payload, properties, True)
+            return queue
+
+        return run()
+
+    @defer.inlineCallbacks
+    def consume_rpc(self, queue: str, result_len: int = 1, callback: Any = None,
+                    timeout: float | None = None) -> Any:
+        """Read ``result_len`` replies from a ``_queue_only`` queue; fires with the list of
+        result messages, or ``[MessageResultException('TimeoutError', ...)]`` when they do
+        not come within ``timeout`` (default: ``rpc_timeout``). ``callback(result)`` is
+        called for each reply as it arrives. The queue is deleted afterwards."""
+        yield self.ready
+        timeout = self.rpc_timeout if timeout is None else timeout
+        channel = self._channel
+        results: list[Any] = []
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def on_message(_ch: Any, _method: Any, _properties: Any, body: bytes) -> None:
+            try:
+                result = message_from_body(decode_envelope(body, self.encoder))
+            except PostageError as exc:
+                result = MessageResultException("MessageFormatError", f"malformed reply: {exc}")
+            if done.called:
+                return
+            results.append(result)
+            if callback is not None:
+                callback(result)
+            if len(results) >= result_len:
+                done.callback(None)
+
+        timer = self._calls.clock.callLater(timeout, lambda: done.called or done.callback(None))
+        tag = yield channel.consume(queue, on_message, auto_ack=True)
+        yield done
+        if timer.active():
+            timer.cancel()
+        if channel.is_open:
+            yield channel.cancel(tag)
+            yield channel.queue_delete(queue)
+        if len(results) < result_len:
+            return [MessageResultException("TimeoutError",
+                                           f"no reply on {queue!r} after {timeout}s")]
+        return results
+
+    # ---- the documented dynamic names ----------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("message_") and len(name) > 8:
+            return functools.partial(self.send, name[8:])
+        if name.startswith("rpc_") and len(name) > 4:
+            return functools.partial(self.call, name[4:])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

@@ -1,0 +1,77 @@
+"""Exchange: declared by class attributes; parameters without an instance; exchange_name."""
+
+import inspect
+
+import pytest
+
+from postage import Exchange
+from postage.exchanges import exchange_name
+
+
+class MyExchange(Exchange):
+    name = "my-custom-exchange"
+    exchange_type = "topic"
+    passive = False
+    durable = True
+    auto_delete = False
+
+
+class TransientExchange(MyExchange):
+    name = "transient"
+    durable = False
+    auto_delete = True
+
+
+SEED_KEYS = ("exchange", "exchange_type", "passive", "durable", "auto_delete")
+
+
+def test_parameters_work_on_the_class_without_an_instance():
+    parameters = MyExchange.parameters
+    assert {key: parameters[key] for key in SEED_KEYS} == {
+        "exchange": "my-custom-exchange",
+        "exchange_type": "topic",
+        "passive": False,
+        "durable": True,
+        "auto_delete": False,
+    }
+
+
+def test_parameters_work_on_an_instance_too():
+    assert MyExchange().parameters == MyExchange.parameters
+
+
+def test_parameters_reflect_subclass_attributes():
+    parameters = TransientExchange.parameters
+    assert parameters["exchange"] == "transient"
+    assert parameters["exchange_type"] == "topic"  # inherited from MyExchange
+    assert (parameters["durable"], parameters["auto_delete"]) == (False, True)
+
+
+def test_subclass_does_not_change_its_parent_parameters():
+    assert MyExchange.parameters["exchange"] == "my-custom-exchange"
+    assert MyExchange.parameters["durable"] is True
+
+
+def test_parameters_are_valid_exchange_declare_keywords():
+    pika_channel = pytest.importorskip("pika.channel")
+    signature = inspect.signature(pika_channel.Channel.exchange_declare)
+    signature.bind(None, **MyExchange.parameters)  # raises TypeError on an unknown keyword
+
+
+def test_exchange_name_of_a_class_is_its_name():
+    assert exchange_name(MyExchange) == "my-custom-exchange"
+
+
+def test_exchange_name_of_a_string_is_the_string():
+    assert exchange_name("plain-exchange") == "plain-exchange"
+    assert exchange_name("") == ""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [42, None, MyExchange(), int, ("name", "key")],
+    ids=repr,
+)
+def test_exchange_name_of_anything_else_raises_type_error(value):
+    with pytest.raises(TypeError):
+        exchange_name(value)

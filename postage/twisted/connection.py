@@ -22,15 +22,15 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from postage.config import ConnectionSettings
 from postage.errors import AuthenticationError, BrokerConnectionError, VirtualHostError
+from postage.twisted.logs import PostageLogger
 
 __all__ = ["Channel", "Connection", "connect", "translate_error"]
 
-log = Logger()
+log = PostageLogger()
 
 # AMQP reply codes the broker closes a connection with during the handshake.
 _ACCESS_REFUSED = 403

@@ -11,17 +11,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from postage import config
 from postage.encoders import JsonEncoder
 from postage.errors import BrokerConnectionError
 from postage.twisted.connection import Channel, Connection, connect
+from postage.twisted.logs import PostageLogger
 from postage.twisted.topology import Topology, parse_queue
 
 __all__ = ["GenericConsumer"]
 
-log = Logger()
+log = PostageLogger()
 
 _KNOBS = ("eqk", "encoder_class", "prefetch_count", "connect_timeout")
 

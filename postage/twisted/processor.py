@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from postage.errors import MessageFormatError
@@ -25,11 +24,12 @@ from postage.handlers import HandlerRegistry, MessageHandler, call_handler
 from postage.messages import Message, MessageResultError, MessageResultException, decode_envelope
 from postage.microthreads import MicroThread
 from postage.twisted.consumer import GenericConsumer
+from postage.twisted.logs import PostageLogger
 from postage.twisted.producer import fingerprint_dict
 
 __all__ = ["MessageProcessor"]
 
-log = Logger()
+log = PostageLogger()
 
 _BUILTINS = ("msg_quit", "msg_restart")
 
@@ -101,6 +101,11 @@ class MessageProcessor(MicroThread, HandlerRegistry):
 
     def stop(self) -> defer.Deferred[None]:
         """Stop consuming, let running handlers finish (and ack), then close."""
+        return self._stop_processor()
+
+    def _stop_processor(self) -> defer.Deferred[None]:
+        # What the processor itself calls (quit, lost connection), on the reactor thread;
+        # stop() is the public name, which the blocking facade overrides.
         if self._stopping is None:
             self._stopping = self._stop()
         d: defer.Deferred[None] = defer.Deferred()
@@ -131,7 +136,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     def _on_connection_lost(self, error: Exception) -> None:
         if self._running:
             log.error("processor lost its connection: {error}", error=error)
-            self.stop()
+            self._stop_processor()
 
     # ---- built-in remote control -------------------------------------------------------
 
@@ -139,13 +144,13 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     def msg_quit(self, content: Any) -> None:
         """Stop this processor (after this message is acked) and end its scheduler."""
         self.quit_requested = True
-        self.reactor.callLater(0, self.stop)
+        self.reactor.callFromThread(self._stop_processor)
 
     @MessageHandler("command", "restart")
     def msg_restart(self, content: Any) -> None:
         """Ack, stop cleanly, then re-execute the same command line."""
         self._after_stop = self._exec_self
-        self.reactor.callLater(0, self.stop)
+        self.reactor.callFromThread(self._stop_processor)
 
     def _exec_self(self) -> None:
         log.info("restarting: {argv}", argv=sys.argv)

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from postage import config
 from postage.encoders import JsonEncoder
@@ -33,11 +32,12 @@ from postage.messages import (
     message_from_body,
 )
 from postage.twisted.connection import Channel, Connection, connect
+from postage.twisted.logs import PostageLogger
 from postage.twisted.rpc import RpcCalls
 
 __all__ = ["GenericProducer"]
 
-log = Logger()
+log = PostageLogger()
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _OPTIONS = frozenset({"_key", "_eks", "_timeout", "_max_retry", "_queue_only", "_mandatory"})

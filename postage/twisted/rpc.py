@@ -19,13 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from postage.messages import Message, MessageResultException
+from postage.twisted.logs import PostageLogger
 
 __all__ = ["PendingCall", "RpcCalls"]
 
-log = Logger()
+log = PostageLogger()
 
 
 class PendingCall:

@@ -12,14 +12,14 @@ from collections.abc import Generator
 from typing import Any
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from postage.microthreads import ExitScheduler, MicroThread
 from postage.microthreads import MicroScheduler as PureMicroScheduler
+from postage.twisted.logs import PostageLogger
 
 __all__ = ["MicroScheduler"]
 
-log = Logger()
+log = PostageLogger()
 
 
 def _is_processor(thread: Any) -> bool:

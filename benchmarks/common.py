@@ -1,0 +1,138 @@
+"""What both sides of the benchmark share: the message bodies, names, timing helpers and a raw
+pika connection (used by the raw side, and by ``run.py`` to set up and clean up queues).
+
+The bodies are the Postage envelope, built by hand: the raw side encodes exactly the bytes
+that Postage puts on the wire (``run.py`` checks this before measuring anything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+from twisted.internet import defer
+
+from postage import Fingerprint
+
+HOST = "127.0.0.1"
+PORT = 5672
+USER = "guest"
+PASSWORD = "guest"
+
+CONTENT_TYPE = "application/json"
+#: every queue the benchmark declares also expires on its own, should a run be interrupted
+QUEUE_ARGUMENTS = {"x-expires": 120_000}
+QUEUE_FLAGS = {"auto_delete": True, "arguments": QUEUE_ARGUMENTS}
+
+FINGERPRINT = Fingerprint(name="bench", type="benchmark").as_dict()
+#: pads the content so that a whole envelope is about 300 bytes
+TEXT = "lorem ipsum dolor sit amet, consectetur adipiscing elit " * 2
+
+#: one encoder made once, compact separators: what Postage's JsonEncoder writes
+ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+DECODE = json.loads
+
+
+def parameters(seq: int) -> dict[str, Any]:
+    """The parameters of message number ``seq``: what a Postage user passes to
+    ``message_bench()`` / ``rpc_echo()``."""
+    return {"seq": seq, "text": TEXT}
+
+
+def envelope(category: str, type_: str, name: str, content: dict[str, Any]) -> dict[str, Any]:
+    """A Postage envelope as a dict, keys in the order Postage writes them."""
+    return {
+        "type": type_,
+        "name": name,
+        "category": category,
+        "version": 2,
+        "fingerprint": FINGERPRINT,
+        "content": content,
+        "_reserved": {},
+    }
+
+
+def command_body(seq: int) -> str:
+    """The encoded ``MessageCommand('bench', parameters(seq))``."""
+    return ENCODE(envelope("message", "command", "bench", {"parameters": parameters(seq)}))
+
+
+def rpc_request_body(seq: int) -> str:
+    """The encoded ``RpcCommand('echo', parameters(seq))``."""
+    return ENCODE(envelope("rpc", "command", "echo", {"parameters": parameters(seq)}))
+
+
+def rpc_reply_body(value: Any) -> str:
+    """The encoded ``MessageResult(value)``."""
+    return ENCODE(envelope("message", "result", "none",
+                           {"type": "success", "value": value, "message": ""}))
+
+
+def unique(label: str) -> str:
+    """A queue or exchange name no other run uses."""
+    return f"postage-bench.{os.getpid()}.{uuid.uuid4().hex[:8]}.{label}"
+
+
+def hup() -> dict[str, Any]:
+    """Where Postage connects: the same broker as the raw side."""
+    return {"host": HOST, "port": PORT, "user": USER, "password": PASSWORD}
+
+
+now = time.perf_counter
+
+
+class Countdown:
+    """Counts events; ``done`` fires once ``n`` happened. Remembers when the first and the
+    last happened, for throughput measured from the first delivery to the last."""
+
+    __slots__ = ("done", "first", "last", "left", "n")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.left = n
+        self.first = 0.0
+        self.last = 0.0
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def tick(self) -> None:
+        left = self.left
+        if left == self.n:
+            self.first = now()
+        left -= 1
+        self.left = left
+        if left == 0:
+            self.last = now()
+            self.done.callback(None)
+
+    def rate(self) -> float:
+        """Events per second between the first and the last (n - 1 intervals)."""
+        return (self.n - 1) / (self.last - self.first)
+
+
+async def raw_connect() -> Any:
+    """A pika ``TwistedProtocolConnection``, connected through a Twisted endpoint (pika ignores
+    host and port of its parameters in this adapter), ready to open channels."""
+    import pika  # noqa: PLC0415
+    from pika.adapters.twisted_connection import TwistedProtocolConnection  # noqa: PLC0415
+    from twisted.internet import reactor  # noqa: PLC0415
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol  # noqa: PLC0415
+
+    parameters = pika.ConnectionParameters(credentials=pika.PlainCredentials(USER, PASSWORD))
+    protocol = TwistedProtocolConnection(parameters)
+    await connectProtocol(TCP4ClientEndpoint(reactor, HOST, PORT), protocol)
+    await protocol.ready
+    return protocol
+
+
+async def raw_close(protocol: Any) -> None:
+    """Close a raw connection and wait until it is closed."""
+    if protocol.is_open:
+        closed = protocol.closed
+        protocol.close()
+        try:
+            await closed
+        except Exception:  # noqa: BLE001, S110 - closing: any ending is fine
+            pass

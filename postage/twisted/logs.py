@@ -1,0 +1,48 @@
+"""Postage's loggers, with one level switch for all of them.
+
+Every module under ``postage/twisted/`` logs through a :class:`PostageLogger`: a
+``twisted.logger.Logger`` that drops events below the level set with :func:`set_level`
+(``--log-level``, or ``debug`` when ``POSTAGE_DEBUG_MODE=true``) before any formatting work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger, LogLevel
+
+from postage import config
+
+__all__ = ["LEVELS", "PostageLogger", "set_level"]
+
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+_ORDER = {level: rank for rank, level in enumerate(LEVELS.values())}
+_threshold: list[int] = []  # empty until first use: POSTAGE_DEBUG_MODE is read then
+
+
+def set_level(name: str) -> None:
+    """Show Postage's events of this level and above (``debug`` ... ``critical``)."""
+    if name not in LEVELS:
+        raise ValueError(f"log level is one of {', '.join(LEVELS)}, not {name!r}")
+    _threshold[:] = [_ORDER[LEVELS[name]]]
+
+
+def _current() -> int:
+    if not _threshold:
+        set_level("debug" if config.debug_mode() else "info")
+    return _threshold[0]
+
+
+class PostageLogger(Logger):
+    """A ``Logger`` that honours :func:`set_level`."""
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:  # noqa: A002
+        if _ORDER[level] >= _current():
+            super().emit(level, format, **kwargs)
+

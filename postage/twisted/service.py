@@ -1,0 +1,172 @@
+"""The twistd service: ``twistd -n postage --processor package.module:Class [...]``.
+
+Each processor class is built as ``Class(fingerprint)`` (the 3.0.3 demos' form) and run by
+one :class:`~postage.twisted.scheduler.MicroScheduler`. Daemons may start before the broker,
+so an unreachable broker is retried forever (logged, with backoff); a wrong password or a
+missing vhost is permanent, logged, and the process exits non-zero. ``quit`` stops the
+service and the process exits 0. SIGTERM stops gracefully: consuming stops, running handlers
+finish and are acked, connections close.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import random
+import sys
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.python import usage
+
+from postage.errors import AuthenticationError, BrokerConnectionError, VirtualHostError
+from postage.fingerprint import Fingerprint
+from postage.twisted.logs import LEVELS, PostageLogger, set_level
+from postage.twisted.scheduler import MicroScheduler
+
+__all__ = ["Options", "PostageService", "load_class", "makeService"]
+
+log = PostageLogger()
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+def load_class(path: str) -> type:
+    """Import ``package.module:Class`` (``package.module.Class`` works too), looking in the
+    current directory first, as ``python -m`` and twistd do."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise usage.UsageError(f"{path!r} is not package.module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise usage.UsageError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise usage.UsageError(f"module {module_name!r} has no {attr!r}") from None
+
+
+class Options(usage.Options):
+    """Options of ``twistd postage`` and ``postage run``."""
+
+    synopsis = "--processor package.module:Class [--processor ...] [options]"
+    optParameters = [
+        ["name", None, None, "Component name in the fingerprint [default: the class name]"],
+        ["type", None, "component", "Component type in the fingerprint"],
+        ["vhost", None, None, "RabbitMQ virtual host (sets POSTAGE_VHOST)"],
+        ["url", None, None, "Broker URL amqp://user:password@host:port/vhost "
+                            "(sets POSTAGE_RMQ_URL)"],
+        ["log-level", None, None, "debug, info, warn, error or critical [default: info, or "
+                                  "debug when POSTAGE_DEBUG_MODE=true]"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["processors"] = []
+
+    def opt_processor(self, path: str) -> None:
+        """A processor class to run, as package.module:Class (repeatable)."""
+        self["processors"].append(path)
+
+    opt_p = opt_processor
+
+    def postOptions(self) -> None:
+        if not self["processors"]:
+            raise usage.UsageError("give at least one --processor package.module:Class")
+        level = self["log-level"]
+        if level is not None and level not in LEVELS:
+            raise usage.UsageError(f"--log-level is one of {', '.join(LEVELS)}, not {level!r}")
+
+
+class PostageService(service.Service):
+    """Runs processor classes until ``quit``, SIGTERM or a permanent connection error."""
+
+    def __init__(self, classes: list[type], name: str | None, component_type: str,
+                 reactor: Any = None) -> None:
+        self.classes = classes
+        self.component_name = name
+        self.component_type = component_type
+        self.reactor = reactor
+        self.exit_code = 0
+        self.scheduler: MicroScheduler | None = None
+        self._retry: Any = None
+        self._delay = BACKOFF_START
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()
+        if self.reactor is None:
+            from twisted.internet import reactor  # noqa: PLC0415
+
+            self.reactor = reactor
+        self._run()
+
+    def _run(self) -> None:
+        self._retry = None
+        self.scheduler = MicroScheduler(reactor=self.reactor)
+        for cls in self.classes:
+            fingerprint = Fingerprint(self.component_name or cls.__name__, self.component_type)
+            self.scheduler.add_microthread(cls(fingerprint))
+        self.scheduler.start().addCallbacks(self._ended, self._failed)
+
+    def _ended(self, _: Any) -> None:
+        if not self._stopping:
+            log.info("processors stopped (quit): exiting")
+            self.reactor.stop()
+
+    def _failed(self, failure: Any) -> None:
+        error = failure.value
+        if self._stopping:
+            return
+        if isinstance(error, (AuthenticationError, VirtualHostError)) or not isinstance(
+                error, BrokerConnectionError):
+            log.critical("cannot run: {error}", error=error)
+            self._exit_with(1)
+            return
+        delay = self._delay * random.uniform(0.8, 1.2)
+        log.warn("{error}; retrying in {delay:.1f}s", error=error, delay=delay)
+        self._delay = min(self._delay * 2, BACKOFF_MAX)
+        self._retry = self.reactor.callLater(delay, self._run)
+
+    def _exit_with(self, code: int) -> None:
+        """Stop the reactor and make the process exit with ``code`` (twistd itself always
+        exits 0 after a clean reactor stop)."""
+        self.exit_code = code
+        if code:
+            atexit.register(_exit_now, code)
+        self.reactor.stop()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        self._stopping = True
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self.scheduler is not None:
+            return self.scheduler.stop()
+        return None
+
+
+def _exit_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def makeService(options: Options) -> PostageService:
+    """Build the service from parsed options (twistd's ``IServiceMaker`` entry point)."""
+    if options["vhost"]:
+        os.environ["POSTAGE_VHOST"] = options["vhost"]
+    if options["url"]:
+        os.environ["POSTAGE_RMQ_URL"] = options["url"]
+    if options["log-level"]:
+        set_level(options["log-level"])
+    classes = [load_class(path) for path in options["processors"]]
+    return PostageService(classes, options["name"], options["type"])

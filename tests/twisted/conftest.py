@@ -1,0 +1,493 @@
+"""Fixtures for the Twisted layer's integration tests, against the real RabbitMQ on
+127.0.0.1:5672.
+
+- ``names``: unique exchange / queue / component names for one test (a uuid in each), and
+  everything they name is deleted when the test ends;
+- ``broker``: a small admin client on pika's BlockingConnection (declare, publish raw bytes,
+  basic_get, passive counts) — the test's own eyes on the broker, independent of Postage;
+- ``components``: makes producers, processors and schedulers and stops them all at the end;
+- ``log_events``: every ``twisted.logger`` event emitted during the test;
+- ``proxy``: a TCP proxy to the broker, written with Twisted, that a test can pause or cut;
+- ``tools``: ``sleep``, ``wait_for`` (poll), ``within`` (a deadline), ``rabbitmqctl`` (the
+  broker's admin tool, run without blocking the reactor), ``close_connections`` (by client-
+  provided name) and ``unacked_count``.
+
+Nothing here imports the reactor at module level: the blocking facade's suite runs with
+``-p no:twisted`` and must be free to choose its own (and it does not collect this folder).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol
+
+BROKER_HOST = "127.0.0.1"
+BROKER_PORT = 5672
+PREFIX = "postage-test"
+GUEST = {"host": BROKER_HOST, "user": "guest", "password": "guest"}
+
+
+def pytest_ignore_collect(collection_path: Any, config: Any) -> bool | None:
+    """These tests need pytest-twisted's reactor; the blocking suite runs without it."""
+    if not config.pluginmanager.has_plugin("twisted"):
+        return True
+    return None
+
+
+# ---- time ----------------------------------------------------------------------------------
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    """A Deferred that fires after ``seconds`` of real time."""
+    from twisted.internet import reactor, task  # noqa: PLC0415
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02,
+             what: str = "condition") -> Any:
+    """Poll ``predicate()`` (it may return a Deferred) until it is true; fail after
+    ``timeout`` seconds. Broker counts lag behind what was routed, so tests poll them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = yield defer.maybeDeferred(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        yield sleep(interval)
+
+
+def within(d: defer.Deferred[Any], seconds: float) -> defer.Deferred[Any]:
+    """``d`` with a deadline: a hang fails the test instead of the whole run."""
+    from twisted.internet import reactor  # noqa: PLC0415
+
+    return d.addTimeout(seconds, reactor)
+
+
+# ---- rabbitmqctl ---------------------------------------------------------------------------
+
+def _rabbitmqctl_argv(*args: str) -> list[str]:
+    path = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    sudo = ["sudo", "-n"] if os.getuid() != 0 and shutil.which("sudo") else []
+    return [*sudo, path, *args]
+
+
+def rabbitmqctl(*args: str) -> defer.Deferred[str]:
+    """Run ``rabbitmqctl -q ARGS`` in a child process; fires with its stdout, errbacks
+    when it exits non-zero. The reactor keeps running meanwhile."""
+    from twisted.internet import utils  # noqa: PLC0415
+
+    argv = _rabbitmqctl_argv("-q", *args)
+
+    def check(result: tuple[bytes, bytes, int]) -> str:
+        out, err, code = result
+        if code != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {code}: {err.decode(errors='replace')}")
+        return out.decode()
+
+    return utils.getProcessOutputAndValue(argv[0], argv[1:], env=os.environ).addCallback(check)
+
+
+def rabbitmqctl_sync(*args: str) -> str:
+    return subprocess.run(_rabbitmqctl_argv("-q", *args), check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+@defer.inlineCallbacks
+def connection_pids(connection_name: str) -> Any:
+    """The broker's pids of the connections whose client-provided name is
+    ``connection_name`` (Postage passes the fingerprint's name as pika's connection_name)."""
+    out = yield rabbitmqctl("list_connections", "pid", "client_properties")
+    return [line.split("\t", 1)[0] for line in out.splitlines()
+            if f'"{connection_name}"' in line]
+
+
+@defer.inlineCallbacks
+def close_connections(connection_name: str) -> Any:
+    """Close, from the broker's side, every connection named ``connection_name``."""
+    pids = yield wait_for(lambda: connection_pids(connection_name), timeout=10,
+                          what=f"a connection named {connection_name!r}")
+    for pid in pids:
+        yield rabbitmqctl("close_connection", pid, "closed by a Postage test")
+    return pids
+
+
+@defer.inlineCallbacks
+def unacked_count(queue: str) -> Any:
+    """``messages_unacknowledged`` of ``queue`` as rabbitmqctl reports it."""
+    out = yield rabbitmqctl("list_queues", "name", "messages_unacknowledged")
+    for line in out.splitlines():
+        name, _, count = line.partition("\t")
+        if name == queue:
+            return int(count)
+    raise AssertionError(f"queue {queue!r} not found")
+
+
+@pytest.fixture
+def tools() -> Any:
+    """The helpers above, for the tests (test modules do not import conftest)."""
+    import types  # noqa: PLC0415
+
+    return types.SimpleNamespace(
+        sleep=sleep, wait_for=wait_for, within=within, rabbitmqctl=rabbitmqctl,
+        close_connections=close_connections, connection_pids=connection_pids,
+        unacked_count=unacked_count)
+
+
+# ---- unique names, cleaned up ----------------------------------------------------------------
+
+class Names:
+    """Unique names for one test; what they name is deleted at the end of the test."""
+
+    def __init__(self, test_name: str) -> None:
+        self.uid = uuid.uuid4().hex[:10]
+        self.test = test_name[:40]
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+        self.vhosts: list[str] = []
+
+    def _name(self, kind: str, label: str) -> str:
+        return f"{PREFIX}.{self.test}.{self.uid}.{kind}.{label}"
+
+    def queue(self, label: str = "q") -> str:
+        name = self._name("q", label)
+        self.queues.append(name)
+        return name
+
+    def exchange(self, label: str = "x") -> str:
+        name = self._name("x", label)
+        self.exchanges.append(name)
+        return name
+
+    def component(self, label: str = "c") -> str:
+        """A component's (fingerprint's) name: also its connection's client-provided name."""
+        return f"{PREFIX}.{self.test}.{self.uid}.{label}"
+
+    def exchange_class(self, label: str = "x", exchange_type: str = "direct") -> type:
+        """A fresh ``Exchange`` subclass with a unique name (auto-delete, not durable)."""
+        from postage import Exchange  # noqa: PLC0415
+
+        return type(f"Exchange_{label}", (Exchange,), {
+            "name": self.exchange(label), "exchange_type": exchange_type,
+            "durable": False, "auto_delete": True})
+
+
+@pytest.fixture
+def names(request: Any, broker: Broker) -> Any:
+    names = Names(request.node.name.replace("[", "-").replace("]", ""))
+    yield names
+    for queue in names.queues:
+        broker.delete_queue(queue)
+    for exchange in names.exchanges:
+        broker.delete_exchange(exchange)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Any:
+    """After the run, no queue or exchange made by these tests is left on the broker."""
+    yield
+    queues = [q for q in rabbitmqctl_sync("list_queues", "name").split() if PREFIX in q]
+    exchanges = [x for x in rabbitmqctl_sync("list_exchanges", "name").split() if PREFIX in x]
+    assert not queues and not exchanges, f"left on the broker: {queues + exchanges}"
+
+
+# ---- the test's own admin client -----------------------------------------------------------
+
+class Broker:
+    """Plain pika BlockingConnection: what the test uses to look at the broker."""
+
+    def __init__(self, vhost: str = "/") -> None:
+        self.vhost = vhost
+        self._connection: Any = None
+        self._channel: Any = None
+
+    @property
+    def channel(self) -> Any:
+        import pika  # noqa: PLC0415
+
+        if self._connection is None or not self._connection.is_open:
+            self._connection = pika.BlockingConnection(pika.ConnectionParameters(
+                BROKER_HOST, BROKER_PORT, self.vhost, heartbeat=0,
+                client_properties={"connection_name": f"{PREFIX}.admin"}))
+            self._channel = None
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self._connection.channel()
+        return self._channel
+
+    def declare_queue(self, name: str, **flags: Any) -> str:
+        self.channel.queue_declare(name, **flags)
+        return name
+
+    def declare_exchange(self, name: str, exchange_type: str = "direct") -> str:
+        self.channel.exchange_declare(name, exchange_type, durable=False)
+        return name
+
+    def bind(self, queue: str, exchange: str, key: str) -> None:
+        self.channel.queue_bind(queue, exchange, routing_key=key)
+
+    def publish(self, exchange: str, key: str, body: bytes | str, **properties: Any) -> None:
+        import pika  # noqa: PLC0415
+
+        self.channel.basic_publish(exchange, key, body, pika.BasicProperties(**properties))
+
+    def get(self, queue: str) -> tuple[Any, Any, bytes] | None:
+        """One message (auto-acked), or None when the queue is empty now."""
+        method, properties, body = self.channel.basic_get(queue, auto_ack=True)
+        return None if method is None else (method, properties, body)
+
+    def message_count(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+    def consumer_count(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.consumer_count
+
+    def _exists(self, declare: Callable[[Any], Any]) -> bool:
+        from pika.exceptions import ChannelClosedByBroker  # noqa: PLC0415
+
+        try:
+            declare(self.channel)
+        except ChannelClosedByBroker:
+            return False
+        return True
+
+    def queue_exists(self, name: str) -> bool:
+        return self._exists(lambda ch: ch.queue_declare(name, passive=True))
+
+    def exchange_exists(self, name: str) -> bool:
+        return self._exists(lambda ch: ch.exchange_declare(name, passive=True))
+
+    def delete_queue(self, name: str) -> None:
+        self.channel.queue_delete(name)
+
+    def delete_exchange(self, name: str) -> None:
+        self.channel.exchange_delete(name)
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+
+
+@pytest.fixture
+def broker() -> Any:
+    admin = Broker()
+    yield admin
+    admin.close()
+
+
+# ---- components, stopped at the end -----------------------------------------------------------
+
+class Components:
+    """Makes Postage components for a test and stops them all when it ends."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        self._closers: list[Callable[[], Any]] = []
+
+    def producer(self, cls: Any = None, label: str = "producer", **kwds: Any) -> Any:
+        from postage import Fingerprint  # noqa: PLC0415
+        from postage.twisted import GenericProducer  # noqa: PLC0415
+
+        kwds.setdefault("fingerprint", Fingerprint(name=self.names.component(label)))
+        kwds.setdefault("hup", GUEST)
+        producer = (cls or GenericProducer)(**kwds)
+        self._closers.append(producer.close)
+        return producer
+
+    def processor(self, cls: Any, label: str = "processor", **kwds: Any) -> Any:
+        from postage import Fingerprint  # noqa: PLC0415
+
+        kwds.setdefault("fingerprint", Fingerprint(name=self.names.component(label)))
+        kwds.setdefault("hup", GUEST)
+        processor = cls(**kwds)
+        self._closers.append(processor.stop)
+        return processor
+
+    def scheduler(self, **kwds: Any) -> Any:
+        from postage.twisted import MicroScheduler  # noqa: PLC0415
+
+        scheduler = MicroScheduler(**kwds)
+        self._closers.append(scheduler.stop)
+        return scheduler
+
+    def add(self, closer: Callable[[], Any]) -> None:
+        self._closers.append(closer)
+
+    async def close_all(self) -> None:
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        for closer in reversed(self._closers):
+            d = defer.maybeDeferred(closer).addTimeout(5, reactor)
+            try:
+                await d
+            except Exception:  # noqa: BLE001 - a component already broken by its test
+                pass
+
+
+@pytest_twisted.async_yield_fixture
+async def components(names: Names) -> Any:
+    made = Components(names)
+    yield made
+    await made.close_all()
+
+
+@pytest_twisted.async_yield_fixture
+async def started(components: Components) -> Any:
+    """``await started(processor)``: start a processor (it is stopped at the end)."""
+
+    async def start(processor: Any) -> Any:
+        return await within(processor.start(), 10)
+
+    yield start
+
+
+# ---- log capture ---------------------------------------------------------------------------
+
+class LogEvents(list):
+    """The ``twisted.logger`` events of one test."""
+
+    def texts(self) -> list[str]:
+        from twisted.logger import formatEvent  # noqa: PLC0415
+
+        return [formatEvent(event) for event in self]
+
+    def matching(self, text: str) -> list[dict[str, Any]]:
+        from twisted.logger import formatEvent  # noqa: PLC0415
+
+        return [event for event in self if text in formatEvent(event)]
+
+    def failures(self) -> list[dict[str, Any]]:
+        return [event for event in self if "log_failure" in event]
+
+
+@pytest.fixture
+def log_events() -> Any:
+    from twisted.logger import globalLogPublisher  # noqa: PLC0415
+
+    events = LogEvents()
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+# ---- a TCP proxy to the broker, to cut ------------------------------------------------------------
+
+class _Upstream(protocol.Protocol):
+    """The proxy's side towards the broker."""
+
+    def __init__(self, downstream: _Downstream) -> None:
+        self.downstream = downstream
+
+    def dataReceived(self, data: bytes) -> None:
+        self.downstream.transport.write(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.downstream.transport.loseConnection()
+
+
+class _Downstream(protocol.Protocol):
+    """The proxy's side towards the client: connects to the broker, relays both ways."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.upstream: _Upstream | None = None
+        self.buffer: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        from twisted.internet import reactor  # noqa: PLC0415
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol  # noqa: PLC0415
+
+        self.proxy.pairs.append(self)
+        self.transport.pauseProducing()
+        endpoint = TCP4ClientEndpoint(reactor, BROKER_HOST, BROKER_PORT)
+        connectProtocol(endpoint, _Upstream(self)).addCallbacks(self._linked,
+                                                                 self._failed)
+
+    def _linked(self, upstream: _Upstream) -> None:
+        self.upstream = upstream
+        if self.proxy.paused:
+            upstream.transport.pauseProducing()
+        self.transport.resumeProducing()
+
+    def _failed(self, _failure: Any) -> None:
+        self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.write(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+
+    def abort(self) -> None:
+        self.transport.abortConnection()
+        if self.upstream is not None:
+            self.upstream.transport.abortConnection()
+
+
+class Proxy(protocol.Factory):
+    """Relays 127.0.0.1:<port> to the broker. ``pause()`` stops what the broker sends from
+    reaching the client (so confirms and replies stay pending); ``cut()`` drops every
+    connection at once, as a network failure would."""
+
+    def __init__(self) -> None:
+        self.pairs: list[_Downstream] = []
+        self.paused = False
+        self.port: int = 0
+        self._listening: Any = None
+
+    def buildProtocol(self, addr: Any) -> _Downstream:
+        return _Downstream(self)
+
+    def listen(self) -> None:
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        self._listening = reactor.listenTCP(0, self, interface=BROKER_HOST)
+        self.port = self._listening.getHost().port
+
+    @property
+    def hup(self) -> dict[str, Any]:
+        return {**GUEST, "port": self.port}
+
+    def pause(self) -> None:
+        self.paused = True
+        for pair in self.pairs:
+            if pair.upstream is not None:
+                pair.upstream.transport.pauseProducing()
+
+    def cut(self) -> None:
+        pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            pair.abort()
+
+    def stop(self) -> Any:
+        self.cut()
+        return self._listening.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def proxy() -> Any:
+    relay = Proxy()
+    relay.listen()
+    yield relay
+    await defer.maybeDeferred(relay.stop)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A local TCP port nothing listens on."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind((BROKER_HOST, 0))
+        return sock.getsockname()[1]

@@ -128,11 +128,57 @@ async def raw_connect() -> Any:
 
 
 async def raw_close(protocol: Any) -> None:
-    """Close a raw connection and wait until it is closed."""
-    if protocol.is_open:
-        closed = protocol.closed
+    """Close a raw connection and wait until it is closed (``closed`` fires, with the reason
+    as its result, whatever closed it)."""
+    closed = protocol.closed
+    if protocol.is_open and closed is not None:
         protocol.close()
-        try:
-            await closed
-        except Exception:  # noqa: BLE001, S110 - closing: any ending is fine
-            pass
+        await closed
+
+
+# ---- RPC drivers: the same client loop for both sides ------------------------------------
+
+
+async def sequential(call: Any, check: Any, n: int, warmup: int) -> list[float]:
+    """``warmup`` calls, then ``n`` calls one after the other; the latency of each of the
+    ``n``, in seconds. ``call(seq)`` returns a Deferred of the reply, ``check(reply, seq)``
+    tells whether it is the right answer."""
+    latencies = []
+    for seq in range(warmup + n):
+        t0 = now()
+        reply = await call(seq)
+        elapsed = now() - t0
+        if not check(reply, seq):
+            raise RuntimeError(f"call {seq}: wrong reply {reply!r}")
+        if seq >= warmup:
+            latencies.append(elapsed)
+    return latencies
+
+
+def in_flight(call: Any, check: Any, n: int, concurrency: int) -> defer.Deferred[float]:
+    """``n`` calls, ``concurrency`` of them in flight at any time (each reply starts the next
+    call); fires with calls per second, first call to last reply."""
+    done: defer.Deferred[float] = defer.Deferred()
+    state = {"issued": 0, "finished": 0, "wrong": 0}
+    t0 = now()
+
+    def issue() -> None:
+        seq = state["issued"]
+        state["issued"] = seq + 1
+        call(seq).addCallback(finished, seq).addErrback(done.errback)
+
+    def finished(reply: Any, seq: int) -> None:
+        if not check(reply, seq):
+            state["wrong"] += 1
+        state["finished"] += 1
+        if state["issued"] < n:
+            issue()
+        elif state["finished"] == n:
+            if state["wrong"]:
+                done.errback(RuntimeError(f"{state['wrong']} wrong replies"))
+            else:
+                done.callback(n / (now() - t0))
+
+    for _ in range(min(n, concurrency)):
+        issue()
+    return done

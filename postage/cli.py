@@ -128,9 +128,17 @@ def _report(failure: Any, status: list[int]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from twisted.logger import globalLogBeginner, textFileLogObserver  # noqa: PLC0415
+    from twisted.logger import (  # noqa: PLC0415
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
     from twisted.python import usage  # noqa: PLC0415
 
+    from postage.config import debug_mode  # noqa: PLC0415
+    from postage.twisted.logs import LEVELS  # noqa: PLC0415
     from postage.twisted.service import Options, makeService  # noqa: PLC0415
 
     options = Options()
@@ -142,8 +150,13 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from twisted.internet import reactor  # noqa: PLC0415
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
-                                     redirectStandardIO=False)
+    level = LEVELS[options["log-level"] or ("debug" if debug_mode() else "info")]
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    # one line per broker connection is Twisted's chatter, not the operator's business
+    if level in (LogLevel.debug, LogLevel.info):
+        predicate.setLogLevelForNamespace("twisted.internet.endpoints", LogLevel.warn)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

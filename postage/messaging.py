@@ -10,6 +10,8 @@ Handlers of a facade processor run in a worker thread of their own, one at a tim
 order (as in 3.0.3), so they may block and may use a blocking producer themselves.
 
 Importing this module does not install a reactor; the first producer or processor does.
+Under twistd or ``postage run`` the facade uses the reactor already running there, and its
+methods, called on the reactor thread, return Deferreds (they cannot block it).
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ __all__ = [
 
 
 class _ReactorThread:
-    """The reactor, running in a daemon thread for the facade's whole process."""
+    """The reactor the facade uses: the one already running in this process (twistd,
+    ``postage run``), else one started in a daemon thread on first use, stopped at exit."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -107,17 +110,15 @@ class _ReactorThread:
         with self._lock:
             if self.reactor is None:
                 from twisted.internet import reactor  # noqa: PLC0415
+                from twisted.python import threadable  # noqa: PLC0415
 
-                if reactor.running:
-                    raise RuntimeError(
-                        "postage.messaging is the blocking API; this process already runs a "
-                        "reactor: use postage.twisted instead")
                 self.reactor = reactor
-                self.thread = threading.Thread(
-                    target=reactor.run, kwargs={"installSignalHandlers": False},
-                    name="postage-reactor", daemon=True)
-                self.thread.start()
-                atexit.register(self.stop)
+                if not (reactor.running or threadable.isInIOThread()):
+                    self.thread = threading.Thread(
+                        target=reactor.run, kwargs={"installSignalHandlers": False},
+                        name="postage-reactor", daemon=True)
+                    self.thread.start()
+                    atexit.register(self.stop)
             return self.reactor
 
     def stop(self) -> None:
@@ -131,12 +132,14 @@ _reactor_thread = _ReactorThread()
 
 def blocking_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``function`` on the reactor thread and wait for its result (a Deferred's too);
-    a failure is raised here."""
+    a failure is raised here. Called on the reactor thread itself (a 3.0.3 component run by
+    twistd), it cannot wait: it returns what ``function`` returns, Deferreds included."""
     from twisted.internet.threads import blockingCallFromThread  # noqa: PLC0415
+    from twisted.python import threadable  # noqa: PLC0415
 
     reactor = _reactor_thread.get()
-    if threading.current_thread() is _reactor_thread.thread:
-        raise RuntimeError("a blocking Postage call was made on the reactor thread")
+    if threadable.isInIOThread():
+        return function(*args, **kwargs)
     return blockingCallFromThread(reactor, function, *args, **kwargs)
 
 
@@ -226,10 +229,11 @@ class MessageProcessor(_processor.MessageProcessor):
             self._pool.stop()
         self._stopped_event.set()
 
-    def stop(self) -> None:
+    def stop(self) -> Any:
         """Stop consuming, let running handlers finish, close; returns when done."""
-        if self._pool is not None:
-            blocking_call(self._stop_processor)
+        if self._pool is None:
+            return None
+        return blocking_call(self._stop_processor)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the processor stops (or ``timeout``); True once it has stopped."""

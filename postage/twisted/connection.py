@@ -254,13 +254,13 @@ class Channel:
     def is_open(self) -> bool:
         return self.closed_reason is None and self.impl.is_open
 
-    def _on_closed(self, reason: Any) -> None:
-        if isinstance(reason, Failure):
-            reason = reason.value
+    def _on_closed(self, result: Any) -> Any:
+        reason = result.value if isinstance(result, Failure) else result
         self.closed_reason = reason if isinstance(reason, BaseException) else Exception(reason)
         pending, self._pending = self._pending, set()
         for d in pending:
             d.errback(self.closed_reason)
+        return result  # callbacks added to on_closed after ours still see the reason
 
     def _track(self) -> defer.Deferred[Any]:
         d: defer.Deferred[Any] = defer.Deferred()

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from postage.errors import MessageFormatError
@@ -25,6 +26,7 @@ from postage.messages import Message, MessageResultError, MessageResultException
 from postage.microthreads import MicroThread
 from postage.twisted.consumer import GenericConsumer
 from postage.twisted.logs import PostageLogger
+from postage.twisted.oneshot import OneShot
 from postage.twisted.producer import fingerprint_dict
 
 __all__ = ["MessageProcessor"]
@@ -76,18 +78,23 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self._stopped: list[defer.Deferred[bool]] = []
         self._after_stop: Any = None
         self._properties: Any = None
+        self._started: OneShot | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> defer.Deferred[MessageProcessor]:
-        """Connect and consume; fires once every queue is being consumed."""
-        from pika import BasicProperties  # noqa: PLC0415
+        """Connect and consume; fires once every queue is being consumed. Calling it again
+        (a scheduler does) waits for the same start."""
+        if self._started is None:
+            from pika import BasicProperties  # noqa: PLC0415
 
-        self._properties = BasicProperties
-        self._running = True
-        d = self.consumer.start(self._on_delivery)
-        self.consumer.lost.addCallback(self._on_connection_lost)
-        return d.addCallback(lambda _: self)
+            self._properties = BasicProperties
+            self._running = True
+            self._started = OneShot()
+            d = self.consumer.start(self._on_delivery)
+            self.consumer.lost.addCallback(self._on_connection_lost)
+            d.addCallback(lambda _: self).addBoth(self._started.fire)
+        return self._started.when()
 
     def when_stopped(self) -> defer.Deferred[bool]:
         """Fires once the processor has stopped, with True when a ``quit`` message stopped
@@ -209,7 +216,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
 
     def _handler_failed(self, failure: Failure, spec: Any, message: dict[str, Any],
                         reply: Any) -> None:
-        log.failure("handler {handler} failed on {type}/{name}", failure,
+        log.failure("handler {handler} failed on {type}/{name}", failure, LogLevel.error,
                     handler=spec.attr, type=message["type"], name=message["name"])
         if reply is not None:
             reply(MessageResultException(failure.type.__name__, str(failure.value)))

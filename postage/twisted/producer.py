@@ -193,9 +193,11 @@ class GenericProducer:
         waited on it and open a new one, so one bad call does not break the producer."""
         if self._channel is channel:
             self._channel = None
+        if self.connection is None or not self.connection.is_open:
+            return  # the connection went with it: _on_connection_lost fails what waited
         error = PostageError(f"the broker closed the producer's channel: {reason}")
         self._fail_in_flight(error)
-        if self._error is None and self.connection is not None and self.connection.is_open:
+        if self._error is None:
             log.warn("{error}; opening a new channel", error=error)
             self._declared = {""}
             self._open_channel().addCallbacks(lambda _: self._flush(), self._setup_failed)

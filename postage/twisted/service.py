@@ -107,7 +107,9 @@ class PostageService(service.Service):
             from twisted.internet import reactor  # noqa: PLC0415
 
             self.reactor = reactor
-        self._run()
+        # Build the processors once the reactor runs: a 3.0.3-style class (postage.messaging)
+        # then finds the running reactor and uses it instead of starting its own thread.
+        self.reactor.callWhenRunning(self._run)
 
     def _run(self) -> None:
         self._retry = None

@@ -284,6 +284,18 @@ def broker() -> Any:
     admin.close()
 
 
+@pytest.fixture
+def vhost() -> Any:
+    """``(name, Broker)``: a vhost of its own, guest allowed on it, deleted afterwards."""
+    name = f"{PREFIX}-vhost-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl_sync("add_vhost", name)
+    rabbitmqctl_sync("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    admin = Broker(vhost=name)
+    yield name, admin
+    admin.close()
+    rabbitmqctl_sync("delete_vhost", name)
+
+
 # ---- components, stopped at the end -----------------------------------------------------------
 
 class Components:
@@ -379,7 +391,7 @@ def log_events() -> Any:
     globalLogPublisher.removeObserver(events.append)
 
 
-# ---- a TCP proxy to the broker, to cut ------------------------------------------------------------
+# ---- a TCP proxy to the broker, to cut ---------------------------------------------
 
 class _Upstream(protocol.Protocol):
     """The proxy's side towards the broker."""

@@ -405,7 +405,7 @@ class GenericProducer:
     def forward(self, body: Mapping[str, Any], **options: Any) -> defer.Deferred[None]:
         """Re-send a decoded body as it is (its own fingerprint kept)."""
         try:
-            split_options(options)
+            options = split_options(options)
             return self._send_body(self.encoder.encode(dict(body)), options)
         except (PostageError, ValueError, TypeError):
             return defer.fail()

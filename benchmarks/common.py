@@ -82,34 +82,55 @@ def hup() -> dict[str, Any]:
 
 
 now = time.perf_counter
+#: CPU time of this process (both RPC ends run in it): steadier than wall time on a busy box
+cpu = time.process_time
+
+
+class Stopwatch:
+    """Wall time and process CPU time between ``start()`` and ``stop()``."""
+
+    __slots__ = ("cpu0", "cpu1", "wall0", "wall1")
+
+    def __init__(self) -> None:
+        self.wall0 = self.wall1 = self.cpu0 = self.cpu1 = 0.0
+
+    def start(self) -> None:
+        self.wall0, self.cpu0 = now(), cpu()
+
+    def stop(self) -> None:
+        self.wall1, self.cpu1 = now(), cpu()
+
+    def figures(self, ops: int) -> tuple[float, float]:
+        """Operations per second, and CPU microseconds per operation."""
+        return ops / (self.wall1 - self.wall0), (self.cpu1 - self.cpu0) * 1e6 / ops
 
 
 class Countdown:
-    """Counts events; ``done`` fires once ``n`` happened. Remembers when the first and the
-    last happened, for throughput measured from the first delivery to the last."""
+    """Counts events; ``done`` fires once ``n`` happened. Times from the first event to the
+    last, for throughput measured from the first delivery to the last."""
 
-    __slots__ = ("done", "first", "last", "left", "n")
+    __slots__ = ("done", "left", "n", "watch")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.left = n
-        self.first = 0.0
-        self.last = 0.0
+        self.watch = Stopwatch()
         self.done: defer.Deferred[None] = defer.Deferred()
 
     def tick(self) -> None:
         left = self.left
         if left == self.n:
-            self.first = now()
+            self.watch.start()
         left -= 1
         self.left = left
         if left == 0:
-            self.last = now()
+            self.watch.stop()
             self.done.callback(None)
 
-    def rate(self) -> float:
-        """Events per second between the first and the last (n - 1 intervals)."""
-        return (self.n - 1) / (self.last - self.first)
+    def figures(self) -> tuple[float, float]:
+        """Events per second and CPU microseconds per event, first to last (n - 1
+        intervals)."""
+        return self.watch.figures(self.n - 1)
 
 
 async def raw_connect() -> Any:
@@ -139,12 +160,16 @@ async def raw_close(protocol: Any) -> None:
 # ---- RPC drivers: the same client loop for both sides ------------------------------------
 
 
-async def sequential(call: Any, check: Any, n: int, warmup: int) -> list[float]:
+async def sequential(call: Any, check: Any, n: int, warmup: int
+                     ) -> tuple[list[float], float]:
     """``warmup`` calls, then ``n`` calls one after the other; the latency of each of the
-    ``n``, in seconds. ``call(seq)`` returns a Deferred of the reply, ``check(reply, seq)``
-    tells whether it is the right answer."""
+    ``n``, in seconds, and the CPU microseconds per call. ``call(seq)`` returns a Deferred of
+    the reply, ``check(reply, seq)`` tells whether it is the right answer."""
     latencies = []
+    watch = Stopwatch()
     for seq in range(warmup + n):
+        if seq == warmup:
+            watch.start()
         t0 = now()
         reply = await call(seq)
         elapsed = now() - t0
@@ -152,15 +177,19 @@ async def sequential(call: Any, check: Any, n: int, warmup: int) -> list[float]:
             raise RuntimeError(f"call {seq}: wrong reply {reply!r}")
         if seq >= warmup:
             latencies.append(elapsed)
-    return latencies
+    watch.stop()
+    return latencies, watch.figures(n)[1]
 
 
-def in_flight(call: Any, check: Any, n: int, concurrency: int) -> defer.Deferred[float]:
+def in_flight(call: Any, check: Any, n: int, concurrency: int
+              ) -> defer.Deferred[tuple[float, float]]:
     """``n`` calls, ``concurrency`` of them in flight at any time (each reply starts the next
-    call); fires with calls per second, first call to last reply."""
-    done: defer.Deferred[float] = defer.Deferred()
+    call); fires with calls per second and CPU microseconds per call, first call to last
+    reply."""
+    done: defer.Deferred[tuple[float, float]] = defer.Deferred()
     state = {"issued": 0, "finished": 0, "wrong": 0}
-    t0 = now()
+    watch = Stopwatch()
+    watch.start()
 
     def issue() -> None:
         seq = state["issued"]
@@ -177,7 +206,8 @@ def in_flight(call: Any, check: Any, n: int, concurrency: int) -> defer.Deferred
             if state["wrong"]:
                 done.errback(RuntimeError(f"{state['wrong']} wrong replies"))
             else:
-                done.callback(n / (now() - t0))
+                watch.stop()
+                done.callback(watch.figures(n))
 
     for _ in range(min(n, concurrency)):
         issue()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import FINGERPRINT, QUEUE_FLAGS, Countdown, hup, now, parameters
+from common import FINGERPRINT, QUEUE_FLAGS, Countdown, Stopwatch, hup, parameters
 from twisted.internet import defer
 
 from postage import Exchange, MessageHandler, MessageResult, RpcHandler
@@ -25,16 +25,18 @@ def bench_exchange(name: str) -> type[Exchange]:
 # ---- publish with confirms --------------------------------------------------------------
 
 
-async def publish(n: int, exchange: str, key: str) -> float:
+async def publish(n: int, exchange: str, key: str) -> tuple[float, float]:
     """``producer.message_bench(parameters)`` ``n`` times, then wait for every confirm;
-    messages per second, first publish to last confirm."""
+    messages per second and CPU microseconds per message, first publish to last confirm."""
     producer = GenericProducer(FINGERPRINT, hup(), eks=[(bench_exchange(exchange), key)])
     try:
         await producer.ready
-        t0 = now()
+        watch = Stopwatch()
+        watch.start()
         await defer.gatherResults([producer.message_bench(parameters(seq))
                                    for seq in range(n)])
-        return n / (now() - t0)
+        watch.stop()
+        return watch.figures(n)
     finally:
         await producer.close()
 
@@ -53,16 +55,16 @@ class BenchProcessor(MessageProcessor):
         self.countdown.tick()
 
 
-async def consume(n: int, queue: str) -> float:
+async def consume(n: int, queue: str) -> tuple[float, float]:
     """Consume ``n`` preloaded envelopes with a :class:`BenchProcessor`; messages per second
-    from the first delivery to the last."""
+    and CPU microseconds per message, first delivery to last."""
     processor = BenchProcessor(FINGERPRINT, eqk=[("", [({"name": queue, "flags": QUEUE_FLAGS},
                                                        queue)])], hup=hup())
     processor.countdown = count = Countdown(n)
     await processor.start()
     try:
         await count.done
-        return count.rate()
+        return count.figures()
     finally:
         await processor.stop()  # the consumer goes, and the auto-delete queue with it
 

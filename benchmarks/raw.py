@@ -25,8 +25,8 @@ from common import (
     DECODE,
     QUEUE_FLAGS,
     Countdown,
+    Stopwatch,
     command_body,
-    now,
     raw_close,
     raw_connect,
     rpc_reply_body,
@@ -109,19 +109,20 @@ class ConfirmPublisher:
             self.done.callback(self.nacked)
 
 
-async def publish(n: int, exchange: str, key: str, window: int) -> float:
-    """Publish ``n`` envelopes with confirms; messages per second, first publish to last
-    confirm."""
+async def publish(n: int, exchange: str, key: str, window: int) -> tuple[float, float]:
+    """Publish ``n`` envelopes with confirms; messages per second and CPU microseconds per
+    message, first publish to last confirm."""
     protocol = await raw_connect()
     try:
         _tw, channel = await _open(protocol)
         publisher = ConfirmPublisher(channel, exchange, key, n, window)
-        t0 = now()
+        watch = Stopwatch()
+        watch.start()
         nacked = await publisher.start()
-        elapsed = now() - t0
+        watch.stop()
         if nacked:
             raise RuntimeError(f"the broker nacked {nacked} publishes")
-        return n / elapsed
+        return watch.figures(n)
     finally:
         await raw_close(protocol)
 
@@ -141,9 +142,9 @@ async def preload(queue: str, n: int) -> None:
 # ---- consume ----------------------------------------------------------------------------
 
 
-async def consume(n: int, queue: str, prefetch: int) -> float:
-    """Consume ``n`` preloaded envelopes (decode, ack each); messages per second from the
-    first delivery to the last."""
+async def consume(n: int, queue: str, prefetch: int) -> tuple[float, float]:
+    """Consume ``n`` preloaded envelopes (decode, ack each); messages per second and CPU
+    microseconds per message, first delivery to last."""
     protocol = await raw_connect()
     try:
         tw, channel = await _open(protocol)
@@ -158,7 +159,7 @@ async def consume(n: int, queue: str, prefetch: int) -> float:
 
         channel.basic_consume(queue, on_message)
         await count.done
-        return count.rate()
+        return count.figures()
     finally:
         await raw_close(protocol)  # the consumer goes, and the auto-delete queue with it
 

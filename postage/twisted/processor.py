@@ -71,6 +71,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                          else type(self).dispatch_table.without(_BUILTINS))
         self.scheduler: Any = None  # set by the scheduler that runs this processor
         self.quit_requested = False
+        self.connection_error: Exception | None = None  # why it stopped, when it was lost
         self._in_flight = 0
         self._idle: list[defer.Deferred[None]] = []
         self._running = False
@@ -142,7 +143,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
 
     def _on_connection_lost(self, error: Exception) -> None:
         if self._running:
-            log.error("processor lost its connection: {error}", error=error)
+            log.info("{name} stops: its connection was lost", name=type(self).__name__)
+            self.connection_error = error
             self._stop_processor()
 
     # ---- built-in remote control -------------------------------------------------------

@@ -12,10 +12,12 @@ from collections.abc import Generator
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 
 from postage.microthreads import ExitScheduler, MicroThread
 from postage.microthreads import MicroScheduler as PureMicroScheduler
 from postage.twisted.logs import PostageLogger
+from postage.twisted.oneshot import OneShot
 
 __all__ = ["MicroScheduler"]
 
@@ -30,7 +32,8 @@ def _is_processor(thread: Any) -> bool:
 class MicroScheduler(PureMicroScheduler):
     """``start()`` returns a Deferred that fires when the scheduler ends: on
     ``ExitScheduler``, a processor's ``quit``, :meth:`stop`, or — with ``autoquit`` — when
-    no thread is left."""
+    no thread is left. It errbacks when a processor cannot start or loses its connection
+    (every other thread is stopped first)."""
 
     interval = 0.01
 
@@ -42,7 +45,7 @@ class MicroScheduler(PureMicroScheduler):
         self._generators: dict[int, Generator[None, None, None]] = {}
         self._loop: task.LoopingCall | None = None
         self._done: defer.Deferred[None] | None = None
-        self._ending = False
+        self._ended: OneShot | None = None
 
     def add_microthread(self, microthread: MicroThread) -> None:
         super().add_microthread(microthread)
@@ -103,26 +106,35 @@ class MicroScheduler(PureMicroScheduler):
 
     def _processor_stopped(self, quit_requested: bool, thread: Any) -> None:
         self._remove(thread)
-        if quit_requested:
+        error = getattr(thread, "connection_error", None)
+        if error is not None:
+            self._end(Failure(error))  # whoever runs us (the twistd service) reconnects
+        elif quit_requested:
             self.stop()
         else:
             self._check_autoquit()
 
-    def _processor_failed(self, failure: Any, thread: Any) -> None:
+    def _processor_failed(self, failure: Failure, thread: Any) -> None:
         self._remove(thread)
-        if self._done is not None and not self._done.called:
-            self._ending = True
-            self.stop().addCallback(lambda _: None)
-            done, self._done = self._done, defer.Deferred()
-            done.errback(failure)
+        self._end(failure)
 
     def _check_autoquit(self) -> None:
         if self.autoquit and not self.microthreads:
             self.stop()
 
+    def stop(self) -> defer.Deferred[None]:
+        """Stop every thread (processors finish their running handlers), then end:
+        ``start()``'s Deferred fires. Fires when all that is done."""
+        return self._end(None)
+
+    def _end(self, outcome: Failure | None) -> defer.Deferred[None]:
+        if self._ended is None:
+            self._ended = OneShot()
+            self._stop_threads().addBoth(self._finish, outcome)
+        return self._ended.when()
+
     @defer.inlineCallbacks
-    def stop(self) -> Any:
-        """Stop every thread (processors finish their running handlers), then end."""
+    def _stop_threads(self) -> Any:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
@@ -130,6 +142,12 @@ class MicroScheduler(PureMicroScheduler):
         threads, self.microthreads = list(self.microthreads), []
         yield defer.DeferredList(
             [thread.stop() for thread in threads if _is_processor(thread)], consumeErrors=True)
+
+    def _finish(self, _: Any, outcome: Failure | None) -> None:
+        self._ended.fire(None)
         done = self._done
-        if done is not None and not done.called and not self._ending:
-            done.callback(None)
+        if done is not None and not done.called:
+            if outcome is None:
+                done.callback(None)
+            else:
+                done.errback(outcome)

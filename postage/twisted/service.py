@@ -114,10 +114,18 @@ class PostageService(service.Service):
     def _run(self) -> None:
         self._retry = None
         self.scheduler = MicroScheduler(reactor=self.reactor)
+        processors = []
         for cls in self.classes:
             fingerprint = Fingerprint(self.component_name or cls.__name__, self.component_type)
-            self.scheduler.add_microthread(cls(fingerprint))
+            processors.append(cls(fingerprint))
+            self.scheduler.add_microthread(processors[-1])
         self.scheduler.start().addCallbacks(self._ended, self._failed)
+        started = defer.gatherResults([processor.start() for processor in processors])
+        started.addCallbacks(self._started, lambda _: None)  # failures: see _failed
+
+    def _started(self, _: Any) -> None:
+        log.info("consuming: {names}", names=", ".join(cls.__name__ for cls in self.classes))
+        self._delay = BACKOFF_START
 
     def _ended(self, _: Any) -> None:
         if not self._stopping:
@@ -134,7 +142,7 @@ class PostageService(service.Service):
             self._exit_with(1)
             return
         delay = self._delay * random.uniform(0.8, 1.2)
-        log.warn("{error}; retrying in {delay:.1f}s", error=error, delay=delay)
+        log.warn("{error}; connecting again in {delay:.1f}s", error=error, delay=delay)
         self._delay = min(self._delay * 2, BACKOFF_MAX)
         self._retry = self.reactor.callLater(delay, self._run)
 

@@ -107,11 +107,11 @@ def _protocol_class() -> type:
 _PROTOCOL: type | None = None
 
 
-def _endpoint(reactor: Any, host: str, port: int, settings: ConnectionSettings) -> Any:
+def _endpoint(reactor: Any, host: str, port: int, tls: bool, timeout: float) -> Any:
     from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS  # noqa: PLC0415
 
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=settings.connect_timeout)
-    if settings.tls:
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls:
         from twisted.internet.ssl import optionsForClientTLS  # noqa: PLC0415
 
         endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
@@ -135,12 +135,18 @@ def _connect_once(reactor: Any, settings: ConnectionSettings, name: str | None) 
 
     parameters = _parameters(settings, name)
     last: BaseException | None = None
+    # connect_timeout bounds the whole attempt, every host included
+    deadline = reactor.seconds() + settings.connect_timeout
     for host, port in settings.hosts:
+        remaining = deadline - reactor.seconds()
+        if remaining <= 0:
+            break
         protocol = _protocol_class()(parameters, custom_reactor=reactor)
         try:
-            yield connectProtocol(_endpoint(reactor, host, port, settings), protocol)
+            endpoint = _endpoint(reactor, host, port, settings.tls, remaining)
+            yield connectProtocol(endpoint, protocol)
             ready = protocol.ready
-            ready.addTimeout(settings.connect_timeout, reactor)
+            ready.addTimeout(max(deadline - reactor.seconds(), 0.001), reactor)
             yield ready
         except Exception as exc:  # noqa: BLE001 - every failure is translated below
             error = translate_error(exc, settings.replace(hosts=((host, port),)))

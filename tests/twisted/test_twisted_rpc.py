@@ -15,7 +15,6 @@ from postage import (
     MessageResultException,
     RpcCommand,
     RpcHandler,
-    decode_envelope,
 )
 from postage.twisted import GenericProducer, MessageProcessor
 from postage.twisted.rpc import RpcCalls
@@ -299,15 +298,6 @@ def test_rpc_unroutable_call_made_before_the_connection_is_up(components, names)
 
 
 @pytest_twisted.inlineCallbacks
-def test_rpc_never_errbacks_for_a_remote_timeout(components, names, broker):
-    queue = broker.declare_queue(names.queue())
-    producer = components.producer()
-    result = yield producer.rpc_echo(_key=queue, _timeout=0.2, _max_retry=0)
-    assert not result
-    assert result.message
-
-
-@pytest_twisted.inlineCallbacks
 def test_rpc_queue_only_then_consume_rpc_reads_the_reply(components, names, service):
     yield start_processor(components, names, service)
     producer = components.producer(eks=[service])
@@ -421,13 +411,3 @@ def test_rpc_exclusive_mode_talks_to_a_303_server_without_correlation_id(compone
     assert isinstance(result, MessageResult)
     assert result.value == {"old": True}
     assert len(answered) == 1
-
-
-@pytest_twisted.inlineCallbacks
-def test_rpc_303_reply_decodes_with_version_2_as_a_string(components, names):
-    queue = names.queue("old-server")
-    yield old_style_server(components, queue)
-    producer = components.producer(rpc_reply_to="exclusive")
-    result = yield producer.rpc_echo("v", _key=queue, _timeout=FAST)
-    assert result.body["version"] == 2
-    assert decode_envelope(json.dumps(result.body))["version"] == 2

@@ -321,3 +321,114 @@ class Channel:
         self.twisted.on_closed.addBoth(lambda _: d.callback(None))
         self.impl.close()
         return d
+
+
+class Backoff:
+    """Reconnection delays: from ``start`` seconds, doubling, capped at ``cap``, each
+    jittered by ±20% so that a fleet does not reconnect in step."""
+
+    def __init__(self, start: float = 0.5, cap: float = 30.0, jitter: float = 0.2,
+                 rand: Callable[[float, float], float] | None = None) -> None:
+        import random  # noqa: PLC0415
+
+        self.start = start
+        self.cap = cap
+        self.jitter = jitter
+        self._rand = rand or random.uniform
+        self._next = start
+
+    def next(self) -> float:
+        """The delay before the next attempt."""
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay * self._rand(1 - self.jitter, 1 + self.jitter)
+
+    def reset(self) -> None:
+        self._next = self.start
+
+
+class Session:
+    """Keeps one connection to the broker for its owner, across losses.
+
+    ``setup(connection)`` runs after every successful connection (the first and each
+    reconnection) and declares what the owner needs; ``lost(error)`` is told each loss. The
+    first connection fails :meth:`start` after ``connect_timeout``; after that a loss is
+    retried forever with :class:`Backoff`, except a wrong password or vhost, which ends the
+    session (``failed(error)``), since retrying cannot help.
+    """
+
+    def __init__(self, settings: ConnectionSettings, reactor: Any, name: str | None,
+                 setup: Callable[[Connection], Any], lost: Callable[[Exception], Any],
+                 failed: Callable[[Exception], Any]) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.name = name
+        self._setup = setup
+        self._lost = lost
+        self._failed = failed
+        self.connection: Connection | None = None
+        self.closing = False
+        self.backoff = Backoff()
+        self._retry: Any = None
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        """Connect and set up; errbacks if the first connection cannot be made."""
+        yield self._connect()
+
+    @defer.inlineCallbacks
+    def _connect(self) -> Any:
+        connection = yield connect(self.settings, self.reactor, self.name)
+        if self.closing:
+            yield connection.close()
+            return
+        self.connection = connection
+        connection.on_lost(lambda error: self._on_lost(connection, error))
+        try:
+            yield self._setup(connection)
+        except Exception:
+            self.connection = None  # its loss is this failure, reported by the caller
+            if connection.is_open:
+                connection.protocol.transport.abortConnection()
+            raise
+        self.backoff.reset()
+
+    def _on_lost(self, connection: Connection, error: Exception) -> None:
+        if connection is not self.connection:
+            return
+        self.connection = None
+        if self.closing:
+            return
+        self._lost(error)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        delay = self.backoff.next()
+        log.info("reconnecting to {where} in {delay:.1f}s", where=self.settings.describe(),
+                 delay=delay)
+        self._retry = self.reactor.callLater(delay, self._reconnect)
+
+    def _reconnect(self) -> None:
+        self._retry = None
+        if self.closing:
+            return
+
+        def failed(failure: Failure) -> None:
+            error = failure.value
+            if isinstance(error, (AuthenticationError, VirtualHostError)):
+                log.error("giving up: {error}", error=error)
+                self._failed(error)
+            else:
+                log.warn("reconnection failed: {error}", error=error)
+                self._schedule()
+
+        self._connect().addErrback(failed)
+
+    def close(self) -> defer.Deferred[None]:
+        """Stop reconnecting and close the connection."""
+        self.closing = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self.connection is None:
+            return defer.succeed(None)
+        return self.connection.close()

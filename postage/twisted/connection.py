@@ -247,14 +247,28 @@ class Channel:
         self._pending: set[defer.Deferred[Any]] = set()
         self.closed_reason: BaseException | None = None
         twisted_channel.on_closed.addBoth(self._on_closed)
-        # declarations, straight from pika's Deferred wrappers
-        self.exchange_declare = twisted_channel.exchange_declare
-        self.queue_declare = twisted_channel.queue_declare
-        self.queue_bind = twisted_channel.queue_bind
-        self.queue_unbind = twisted_channel.queue_unbind
-        self.queue_delete = twisted_channel.queue_delete
-        self.exchange_delete = twisted_channel.exchange_delete
-        self.basic_qos = twisted_channel.basic_qos
+        # declarations: pika's Deferred wrappers, not called once the channel is closing
+        self.exchange_declare = self._guard(twisted_channel.exchange_declare)
+        self.queue_declare = self._guard(twisted_channel.queue_declare)
+        self.queue_bind = self._guard(twisted_channel.queue_bind)
+        self.queue_unbind = self._guard(twisted_channel.queue_unbind)
+        self.queue_delete = self._guard(twisted_channel.queue_delete)
+        self.exchange_delete = self._guard(twisted_channel.exchange_delete)
+        self.basic_qos = self._guard(twisted_channel.basic_qos)
+
+    def _guard(self, method: Callable[..., Any]) -> Callable[..., defer.Deferred[Any]]:
+        # pika's wrapper, called on a closing channel, raises and returns a failure but
+        # leaves a Deferred of its own behind that errbacks unhandled when the channel closes
+        # ("Unhandled error in Deferred"): fail here instead.
+        def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            if not self.is_open:
+                from pika.exceptions import ChannelWrongStateError  # noqa: PLC0415
+
+                return defer.fail(self.closed_reason or ChannelWrongStateError(
+                    "the channel is closing"))
+            return method(*args, **kwargs)
+
+        return call
 
     @property
     def is_open(self) -> bool:

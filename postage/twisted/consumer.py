@@ -15,6 +15,7 @@ from twisted.internet import defer
 from postage import config
 from postage.encoders import JsonEncoder
 from postage.errors import BrokerConnectionError
+from postage.exchanges import exchange_name
 from postage.twisted.connection import Channel, Connection, connect
 from postage.twisted.logs import PostageLogger
 from postage.twisted.topology import Topology, parse_queue
@@ -70,6 +71,7 @@ class GenericConsumer:
         self._on_delivery: OnDelivery | None = None
         self._consumers: dict[str, str] = {}  # queue -> consumer tag
         self.lost: defer.Deferred[BrokerConnectionError] = defer.Deferred()
+        self._closing = False
 
     @property
     def queues(self) -> list[str]:
@@ -81,7 +83,11 @@ class GenericConsumer:
         """Connect, declare the topology and consume every queue. ``on_delivery(channel,
         method, properties, body)`` gets each delivery; fires once all queues are consumed."""
         self._on_delivery = on_delivery
-        self.connection = yield connect(self.settings, self.reactor, self.name)
+        connection = yield connect(self.settings, self.reactor, self.name)
+        if self._closing:  # closed while connecting: leave nothing open
+            yield connection.close()
+            raise BrokerConnectionError("the consumer was closed before it started")
+        self.connection = connection
         self.connection.on_lost(self._on_connection_lost)
         self.channel = yield self.connection.channel()
         yield self.topology.declare(self.channel)
@@ -103,26 +109,40 @@ class GenericConsumer:
     @defer.inlineCallbacks
     def queue_bind(self, exchange: Any, queue: str | Mapping[str, Any], key: str) -> Any:
         """Bind ``queue`` to ``exchange`` with ``key`` now (declaring both as needed) and, on a
-        running consumer, start consuming the queue if it is new."""
+        running consumer, start consuming the queue if it is new.
+
+        The declarations run on a channel of their own: when the broker refuses one (a
+        missing exchange, flags that differ from the queue's), that channel closes, the
+        Deferred errbacks, nothing is recorded, and the consumer goes on consuming."""
         name, flags = parse_queue(queue)
-        new_queue = name not in self.topology.queues
-        exchange_name, _, _ = self.topology.add_binding(exchange, queue, key)
         if self.channel is None:
+            self.topology.add_binding(exchange, queue, key)
             return  # declared with the rest at start()
-        if isinstance(exchange, type):
-            yield self.channel.exchange_declare(**exchange.parameters)
-        if new_queue or flags:
-            yield self.channel.queue_declare(name, **flags)
-        if exchange_name:
-            yield self.channel.queue_bind(name, exchange_name, routing_key=key)
+        bound_to = exchange_name(exchange)
+        new_queue = name not in self.topology.queues
+        channel = yield self.connection.channel()
+        try:
+            if isinstance(exchange, type):
+                yield channel.exchange_declare(**exchange.parameters)
+            if new_queue or flags:
+                yield channel.queue_declare(name, **flags)
+            if bound_to:
+                yield channel.queue_bind(name, bound_to, routing_key=key)
+        finally:
+            channel.close()
+        self.topology.add_binding(exchange, queue, key)
         yield self._consume(name)
 
     @defer.inlineCallbacks
     def queue_unbind(self, exchange: Any, queue: str, key: str) -> Any:
         """Remove a binding (the queue stays, and stays consumed)."""
-        exchange_name, _, _ = self.topology.remove_binding(exchange, queue, key)
-        if self.channel is not None and exchange_name:
-            yield self.channel.queue_unbind(queue, exchange_name, routing_key=key)
+        bound_to, _, _ = self.topology.remove_binding(exchange, queue, key)
+        if self.channel is not None and bound_to:
+            channel = yield self.connection.channel()  # a refusal closes this one only
+            try:
+                yield channel.queue_unbind(queue, bound_to, routing_key=key)
+            finally:
+                channel.close()
 
     def ack(self, channel: Any, delivery_tag: int) -> None:
         """Ack a delivery on the channel it came on (a closed channel has redelivered it)."""
@@ -152,6 +172,7 @@ class GenericConsumer:
     @defer.inlineCallbacks
     def close(self) -> Any:
         """Stop consuming and close the channel and the connection."""
+        self._closing = True
         yield self.stop_consuming()
         if self.channel is not None:
             yield self.channel.close()

@@ -133,7 +133,7 @@ class GenericProducer:
         self._calls = RpcCalls(clock if clock is not None else reactor)
         self._exclusive_replies: dict[str, str] = {}  # consumer tag -> correlation id
         self._properties = self._make_properties()
-        self._setup().addErrback(self._setup_failed)
+        self._setting_up = self._setup().addErrback(self._setup_failed)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -155,7 +155,11 @@ class GenericProducer:
 
     @defer.inlineCallbacks
     def _setup(self) -> Any:
-        self.connection = yield connect(self.settings, self.reactor, self.fingerprint.get("name"))
+        connection = yield connect(self.settings, self.reactor, self.fingerprint.get("name"))
+        if self._error is not None:  # closed while connecting: leave nothing open
+            yield connection.close()
+            raise self._error
+        self.connection = connection
         self.connection.on_lost(self._on_connection_lost)
         self.connection.on_blocked(self._on_blocked, self._on_unblocked)
         yield self._open_channel()
@@ -200,7 +204,13 @@ class GenericProducer:
         if self._error is None:
             log.warn("{error}; opening a new channel", error=error)
             self._declared = {""}
-            self._open_channel().addCallbacks(lambda _: self._flush(), self._setup_failed)
+            if self._ready_waiters is None:
+                self._ready_waiters = []  # `ready` waits for the new channel
+            self._open_channel().addCallbacks(self._reopened, self._setup_failed)
+
+    def _reopened(self, _: Any) -> None:
+        self._fire_ready(None)
+        self._flush()
 
     def _on_connection_lost(self, error: BrokerConnectionError) -> None:
         self._channel = None
@@ -229,7 +239,11 @@ class GenericProducer:
         if self._error is None:
             self._error = BrokerConnectionError("the producer was closed")
         if self.connection is None:
-            return defer.succeed(None)
+            if self._setting_up.called:
+                return defer.succeed(None)
+            d: defer.Deferred[None] = defer.Deferred()  # fires once the connect is undone
+            self._setting_up.addBoth(lambda result: (d.callback(None), result)[1])
+            return d
         return self.connection.close()
 
     # ---- publishing --------------------------------------------------------------------

@@ -144,10 +144,11 @@ class MicroScheduler(PureMicroScheduler):
             [thread.stop() for thread in threads if _is_processor(thread)], consumeErrors=True)
 
     def _finish(self, _: Any, outcome: Failure | None) -> None:
-        self._ended.fire(None)
+        # start()'s Deferred first: whoever waited on stop() finds the scheduler ended
         done = self._done
         if done is not None and not done.called:
             if outcome is None:
                 done.callback(None)
             else:
                 done.errback(outcome)
+        self._ended.fire(None)

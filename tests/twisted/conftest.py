@@ -43,6 +43,15 @@ def pytest_ignore_collect(collection_path: Any, config: Any) -> bool | None:
     return None
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which pika the Twisted tests ran with (DESIGN.md: a test must show it)."""
+    if not terminalreporter.config.pluginmanager.has_plugin("twisted"):
+        return
+    import pika  # noqa: PLC0415
+
+    terminalreporter.write_line(f"postage twisted tests ran with pika {pika.__version__}")
+
+
 # ---- time ----------------------------------------------------------------------------------
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -314,6 +323,15 @@ class Components:
         producer = (cls or GenericProducer)(**kwds)
         self._closers.append(producer.close)
         return producer
+
+    def consumer(self, label: str = "consumer", **kwds: Any) -> Any:
+        from postage.twisted import GenericConsumer  # noqa: PLC0415
+
+        kwds.setdefault("name", self.names.component(label))
+        kwds.setdefault("hup", GUEST)
+        consumer = GenericConsumer(**kwds)
+        self._closers.append(consumer.close)
+        return consumer
 
     def processor(self, cls: Any, label: str = "processor", **kwds: Any) -> Any:
         from postage import Fingerprint  # noqa: PLC0415

@@ -22,10 +22,11 @@ FAST = 5  # seconds: "within a few seconds"
 GUEST = {"host": "127.0.0.1", "user": "guest", "password": "guest"}
 
 
-def test_pika_version_is_supported(record_property):
-    """The suite reports the pika it ran with; DESIGN.md pins >=1.4.4,<2."""
+def test_pika_version_is_supported(record_testsuite_property):
+    """The suite reports the pika it ran with (in the JUnit report and in the terminal
+    summary, see conftest); DESIGN.md pins >=1.4.4,<2."""
     version = tuple(int(part) for part in pika.__version__.split(".")[:3])
-    record_property("pika_version", pika.__version__)
+    record_testsuite_property("pika_version", pika.__version__)
     print(f"pika {pika.__version__}")
     assert (1, 4, 4) <= version < (2,)
 
@@ -243,3 +244,47 @@ def test_an_rpc_on_a_closed_producer_ends_with_broker_connection_error(component
     result = yield tools.within(producer.rpc_echo(_key=queue, _timeout=30), FAST)
     assert isinstance(result, MessageResultException)
     assert result.value == "BrokerConnectionError"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_producer_closed_before_it_connected_leaves_no_connection(components, tools):
+    producer = components.producer()
+    yield producer.close()
+    with pytest.raises(BrokerConnectionError):
+        yield tools.within(producer.ready, FAST)
+    yield tools.wait_for(lambda: tools.connection_pids(producer.fingerprint["name"]).addCallback(
+        lambda pids: pids == []), timeout=3, interval=0.3, what="no connection")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_processor_stopped_while_starting_leaves_no_connection(components, names, tools):
+    from postage.twisted import MessageProcessor
+
+    processor = components.processor(MessageProcessor, eqk=[(names.exchange_class(), [(
+        names.queue(), "k")])])
+    starting = processor.start()
+    yield tools.within(processor.stop(), FAST)
+    try:
+        yield tools.within(starting, FAST)
+    except BrokerConnectionError:
+        pass  # stopped before it could start: fine, as long as nothing is left open
+    yield tools.wait_for(lambda: tools.connection_pids(processor.fingerprint["name"]).addCallback(
+        lambda pids: pids == []), timeout=3, interval=0.3, what="no connection")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_processor_stopped_while_declaring_leaves_no_connection(components, names, tools):
+    from postage.twisted import MessageProcessor
+
+    processor = components.processor(MessageProcessor, eqk=[(names.exchange_class(), [(
+        names.queue(), "k")])])
+    starting = processor.start()
+    yield tools.wait_for(lambda: processor.consumer.channel is not None, interval=0.001,
+                         what="the consumer's channel")
+    yield tools.within(processor.stop(), FAST)
+    try:
+        yield tools.within(starting, FAST)
+    except Exception as error:  # noqa: BLE001 - any clear error will do; a hang would not
+        assert "closing" in str(error) or isinstance(error, BrokerConnectionError)
+    yield tools.wait_for(lambda: tools.connection_pids(processor.fingerprint["name"]).addCallback(
+        lambda pids: pids == []), timeout=3, interval=0.3, what="no connection")

@@ -393,3 +393,43 @@ def test_a_plain_message_object_can_be_built(components, names, broker):
     producer = components.producer(Plain)
     yield producer.message_hello("world", _key=queue)
     assert received(broker, queue)["content"] == {"args": ["world"]}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_nacked_publish_errbacks_nack_error(components, names, broker):
+    from postage import NackError
+
+    queue = broker.declare_queue(names.queue("full"), arguments={
+        "x-max-length": 0, "x-overflow": "reject-publish"})
+    producer = components.producer()
+    with pytest.raises(NackError):
+        yield producer.message_ping(_key=queue)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_publish_to_many_targets_errbacks_when_one_is_unroutable(components, names,
+                                                                   broker):
+    exchange = broker.declare_exchange(names.exchange())
+    queue = bound_queue(broker, names, exchange, "routed")
+    producer = components.producer()
+    with pytest.raises(UnroutableError):
+        yield producer.message_ping(_eks=[(exchange, "routed"), (exchange, "nowhere")],
+                                    _mandatory=True)
+    assert received(broker, queue)["name"] == "ping"  # the routable one went out
+
+
+@pytest_twisted.inlineCallbacks
+def test_publishes_made_while_the_channel_is_reopened_wait_for_it(components, names, broker,
+                                                                  tools):
+    exchange = names.exchange_class()
+    producer = components.producer(eks=[(exchange, "k")])
+    yield producer.ready
+    queue = bound_queue(broker, names, exchange.name, "k")
+    with pytest.raises(PostageError):
+        yield tools.within(producer.message_ping(_eks=[(names.exchange("missing"), "k")]), FAST)
+    yield tools.sleep(0)  # the producer is opening its new channel now
+    ready = producer.ready
+    publish = producer.message_pong()
+    yield tools.within(ready, FAST)
+    yield tools.within(publish, FAST)
+    assert received(broker, queue)["name"] == "pong"

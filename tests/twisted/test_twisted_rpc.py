@@ -411,3 +411,56 @@ def test_rpc_exclusive_mode_talks_to_a_303_server_without_correlation_id(compone
     assert isinstance(result, MessageResult)
     assert result.value == {"old": True}
     assert len(answered) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_eks_option_uses_its_first_pair(components, names, service, broker):
+    yield start_processor(components, names, service)
+    other = broker.declare_exchange(names.exchange("other"))
+    producer = components.producer(eks=[(other, "nobody")])
+    result = yield producer.rpc_echo("routed", _eks=[service, (other, "nobody")],
+                                     _timeout=FAST)
+    assert result.value == "routed"
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_key_option_uses_the_default_exchange(components, names, service):
+    yield start_processor(components, names, service)
+    exchange, key = service
+    producer = components.producer(eks=[(exchange, "not-this-key")])
+    result = yield producer.rpc_echo("keyed", _key=key, _timeout=FAST)
+    assert result.value == "keyed"
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_encode_error_errbacks_before_anything_is_sent(components, names, broker):
+    from postage import EncodeError
+
+    queue = broker.declare_queue(names.queue())
+    producer = components.producer()
+    with pytest.raises(EncodeError):
+        yield producer.rpc_echo(what=object(), _key=queue)
+    assert broker.message_count(queue) == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_malformed_reply_ends_the_call_with_message_format_error(components, names,
+                                                                     broker, tools):
+    queue = broker.declare_queue(names.queue("by-hand"))
+    producer = components.producer()
+    call = producer.rpc_echo(_key=queue, _timeout=FAST)
+    _method, properties, _body = yield tools.wait_for(lambda: broker.get(queue),
+                                                      what="the request")
+    broker.publish("", properties.reply_to, b"[not, an envelope",
+                   correlation_id=properties.correlation_id)
+    result = yield tools.within(call, FAST)
+    assert isinstance(result, MessageResultException)
+    assert result.value == "MessageFormatError"
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_exclusive_mode_timeout_ends_with_timeout_error(components, names, broker):
+    queue = broker.declare_queue(names.queue("nobody-answers"))
+    producer = components.producer(rpc_reply_to="exclusive")
+    result = yield producer.rpc_echo(_key=queue, _timeout=0.3, _max_retry=0)
+    assert result.value == "TimeoutError"

@@ -218,14 +218,22 @@ class MessageProcessor(_processor.MessageProcessor):
     def _start_on_reactor(self) -> Any:
         from twisted.python.threadpool import ThreadPool  # noqa: PLC0415
 
+        if self._pool is not None:  # started already (a scheduler starts it again): same start
+            return super().start()
         self._stopped_event.clear()
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"postage-{type(self).__name__}")
         self._pool.start()
         self.when_stopped().addCallback(self._on_stopped)
-        return super().start()
+        return super().start().addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Any) -> Any:
+        # The pool's threads are not daemons under twistd: left running, the process could
+        # not exit after a failed start (a wrong password).
+        self._on_stopped(False)
+        return failure
 
     def _on_stopped(self, _quit: bool) -> None:
-        if self._pool is not None:
+        if self._pool is not None and self._pool.started:
             self._pool.stop()
         self._stopped_event.set()
 

@@ -393,9 +393,9 @@ class Session:
     @defer.inlineCallbacks
     def _connect(self) -> Any:
         connection = yield connect(self.settings, self.reactor, self.name)
-        if self.closing:
+        if self.closing:  # closed while connecting: leave nothing open
             yield connection.close()
-            return
+            raise BrokerConnectionError("closed before the connection was made")
         self.connection = connection
         connection.on_lost(lambda error: self._on_lost(connection, error))
         try:

@@ -16,7 +16,7 @@ from postage import config
 from postage.encoders import JsonEncoder
 from postage.errors import BrokerConnectionError
 from postage.exchanges import exchange_name
-from postage.twisted.connection import Channel, Connection, connect
+from postage.twisted.connection import Channel, Connection, Session
 from postage.twisted.logs import PostageLogger
 from postage.twisted.topology import Topology, parse_queue
 
@@ -70,31 +70,44 @@ class GenericConsumer:
         self.channel: Channel | None = None
         self._on_delivery: OnDelivery | None = None
         self._consumers: dict[str, str] = {}  # queue -> consumer tag
+        # fires if the consumer gives up (a wrong password or vhost when reconnecting)
         self.lost: defer.Deferred[BrokerConnectionError] = defer.Deferred()
-        self._closing = False
+        self._session = Session(self.settings, self.reactor, name, self._on_connected,
+                                self._on_connection_lost, self._give_up)
 
     @property
     def queues(self) -> list[str]:
         """The queues this consumer reads."""
         return list(self.topology.queues)
 
+    @property
+    def consuming(self) -> list[str]:
+        """The queues consumed right now (none while reconnecting)."""
+        return list(self._consumers)
+
     @defer.inlineCallbacks
     def start(self, on_delivery: OnDelivery) -> Any:
         """Connect, declare the topology and consume every queue. ``on_delivery(channel,
         method, properties, body)`` gets each delivery; fires once all queues are consumed."""
         self._on_delivery = on_delivery
-        connection = yield connect(self.settings, self.reactor, self.name)
-        if self._closing:  # closed while connecting: leave nothing open
-            yield connection.close()
-            raise BrokerConnectionError("the consumer was closed before it started")
+        yield self._session.start()
+
+    @defer.inlineCallbacks
+    def _on_connected(self, connection: Connection) -> Any:
+        """Declare the whole topology and consume every queue: at start and after each
+        reconnection (deliveries unacked on the lost connection come back from the broker)."""
         self.connection = connection
-        self.connection.on_lost(self._on_connection_lost)
-        self.channel = yield self.connection.channel()
+        self.channel = yield connection.channel()
         yield self.topology.declare(self.channel)
         for queue in self.topology.queues:
             yield self._consume(queue)
 
     def _on_connection_lost(self, error: BrokerConnectionError) -> None:
+        self.channel = None
+        self._consumers.clear()
+
+    def _give_up(self, error: BrokerConnectionError) -> None:
+        self.channel = None
         self._consumers.clear()
         if not self.lost.called:
             self.lost.callback(error)
@@ -172,9 +185,9 @@ class GenericConsumer:
     @defer.inlineCallbacks
     def close(self) -> Any:
         """Stop consuming and close the channel and the connection."""
-        self._closing = True
-        yield self.stop_consuming()
-        if self.channel is not None:
-            yield self.channel.close()
-        if self.connection is not None:
-            yield self.connection.close()
+        try:
+            yield self.stop_consuming()
+            if self.channel is not None:
+                yield self.channel.close()
+        finally:
+            yield self._session.close()

@@ -143,7 +143,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
 
     def _on_connection_lost(self, error: Exception) -> None:
         if self._running:
-            log.info("{name} stops: its connection was lost", name=type(self).__name__)
+            log.error("{name} stops: {error}", name=type(self).__name__, error=error)
             self.connection_error = error
             self._stop_processor()
 

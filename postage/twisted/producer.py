@@ -31,7 +31,7 @@ from postage.messages import (
     decode_envelope,
     message_from_body,
 )
-from postage.twisted.connection import Channel, Connection, connect
+from postage.twisted.connection import Channel, Connection, Session
 from postage.twisted.logs import PostageLogger
 from postage.twisted.rpc import RpcCalls
 
@@ -42,7 +42,7 @@ log = PostageLogger()
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _OPTIONS = frozenset({"_key", "_eks", "_timeout", "_max_retry", "_queue_only", "_mandatory"})
 _KNOBS = ("eks", "encoder_class", "routing_key", "confirm", "mandatory", "rpc_reply_to",
-          "rpc_timeout", "max_retry", "connect_timeout", "max_unconfirmed")
+          "rpc_timeout", "max_retry", "connect_timeout", "max_unconfirmed", "max_waiting")
 
 Target = tuple[Any, str]
 
@@ -81,7 +81,12 @@ class GenericProducer:
     when there is no ``eks``), ``confirm`` (publisher confirms), ``mandatory`` (for
     ``message_*``), ``rpc_reply_to`` (``"direct"``, or ``"exclusive"`` for 3.0.3 servers),
     ``rpc_timeout``, ``max_retry``, ``connect_timeout``, ``max_unconfirmed`` (publishes in
-    flight before further ones wait: pika has no write backpressure of its own).
+    flight before further ones wait: pika has no write backpressure of its own),
+    ``max_waiting`` (publishes that may wait while the broker is unreachable; more fail).
+
+    After the first connection, a lost connection is reconnected with backoff, forever:
+    publishes wait meanwhile, those the broker had not confirmed are sent again (at least
+    once), and RPC calls retry as their policy says.
     """
 
     eks: list[Target] = []
@@ -96,6 +101,7 @@ class GenericProducer:
     max_retry = 4
     connect_timeout: float = 10
     max_unconfirmed = 1000
+    max_waiting = 10000
 
     def __init__(self, fingerprint: Any = None, hup: Mapping[str, Any] | None = None,
                  vhost: str | None = None, *, reactor: Any = None, clock: Any = None,
@@ -125,15 +131,19 @@ class GenericProducer:
         # confirms: delivery tag -> Deferred (None when nobody waits), see _on_confirm
         self._next_tag = 1
         self._low_tag = 1
-        self._unconfirmed: dict[int, defer.Deferred[None] | None] = {}
+        # tag -> (Deferred, what to publish again after a reconnect); None when nobody waits
+        self._unconfirmed: dict[int, tuple[defer.Deferred[None], tuple[Any, ...]] | None] = {}
         self._returned: dict[str, int] = {}  # message_id of a mandatory publish -> its tag
         self._unroutable: set[int] = set()
         self._backlog: deque[tuple[tuple[Any, ...], defer.Deferred[None]]] = deque()
         self._blocked = False
-        self._calls = RpcCalls(clock if clock is not None else reactor)
+        self._down: BrokerConnectionError | None = None  # while reconnecting
+        self._calls = RpcCalls(clock if clock is not None else reactor, lambda: self._down)
         self._exclusive_replies: dict[str, str] = {}  # consumer tag -> correlation id
         self._properties = self._make_properties()
-        self._setting_up = self._setup().addErrback(self._setup_failed)
+        self._session = Session(self.settings, reactor, self.fingerprint.get("name"),
+                                self._on_connected, self._on_connection_lost, self._give_up)
+        self._setting_up = self._session.start().addErrback(self._give_up_failure)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -154,21 +164,27 @@ class GenericProducer:
             d.errback(error) if error is not None else d.callback(self)
 
     @defer.inlineCallbacks
-    def _setup(self) -> Any:
-        connection = yield connect(self.settings, self.reactor, self.fingerprint.get("name"))
-        if self._error is not None:  # closed while connecting: leave nothing open
-            yield connection.close()
-            raise self._error
+    def _on_connected(self, connection: Connection) -> Any:
+        """Set up on a new connection, the first or a reconnection."""
         self.connection = connection
-        self.connection.on_lost(self._on_connection_lost)
-        self.connection.on_blocked(self._on_blocked, self._on_unblocked)
+        connection.on_blocked(self._on_blocked, self._on_unblocked)
+        self._declared = {""}
         yield self._open_channel()
+        if self._down is not None:
+            log.info("reconnected; sending {n} waiting publishes", n=len(self._backlog))
+        self._down = None
         self._fire_ready(None)
         self._flush()
 
-    def _setup_failed(self, failure: Any) -> None:
-        self._error = failure.value
+    def _give_up_failure(self, failure: Any) -> None:
+        self._give_up(failure.value)
+
+    def _give_up(self, error: BaseException) -> None:
+        """The producer cannot publish any more (first connection failed, bad password)."""
+        if self._error is None:
+            self._error = error
         self._fire_ready(self._error)
+        self._fail_in_flight(self._error)
         self._fail_waiting(self._error)
 
     @defer.inlineCallbacks
@@ -206,26 +222,36 @@ class GenericProducer:
             self._declared = {""}
             if self._ready_waiters is None:
                 self._ready_waiters = []  # `ready` waits for the new channel
-            self._open_channel().addCallbacks(self._reopened, self._setup_failed)
+            self._open_channel().addCallbacks(self._reopened, self._give_up_failure)
 
     def _reopened(self, _: Any) -> None:
         self._fire_ready(None)
         self._flush()
 
     def _on_connection_lost(self, error: BrokerConnectionError) -> None:
+        """The session reconnects: publishes wait; unconfirmed ones go out again first."""
         self._channel = None
-        if self._error is None:
-            self._error = error
-        self._fail_in_flight(error)
-        self._fail_waiting(error)
+        self._blocked = False
+        self._down = error
+        if self._ready_waiters is None:
+            self._ready_waiters = []
+        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        self._returned.clear()
+        self._unroutable.clear()
+        resend = [entry[::-1] for entry in unconfirmed.values() if entry is not None]
+        self._backlog.extendleft(reversed(resend))
+        # an exclusive reply queue died with the connection: its calls cannot be answered
+        for correlation_id in list(self._exclusive_replies.values()):
+            self._calls.fail(correlation_id, type(error).__name__, str(error))
+        self._exclusive_replies.clear()
 
     def _fail_in_flight(self, error: BaseException) -> None:
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         self._returned.clear()
         self._unroutable.clear()
-        for d in unconfirmed.values():
-            if d is not None:
-                d.errback(error)
+        for entry in unconfirmed.values():
+            if entry is not None:
+                entry[0].errback(error)
         self._calls.fail_all(type(error).__name__, str(error))
         self._exclusive_replies.clear()
 
@@ -234,17 +260,16 @@ class GenericProducer:
         for _args, d in backlog:
             d.errback(error)
 
-    def close(self) -> defer.Deferred[None]:
+    @defer.inlineCallbacks
+    def close(self) -> Any:
         """Close the connection. Calls still in flight end with BrokerConnectionError."""
+        error = BrokerConnectionError("the producer was closed")
         if self._error is None:
-            self._error = BrokerConnectionError("the producer was closed")
-        if self.connection is None:
-            if self._setting_up.called:
-                return defer.succeed(None)
-            d: defer.Deferred[None] = defer.Deferred()  # fires once the connect is undone
-            self._setting_up.addBoth(lambda result: (d.callback(None), result)[1])
-            return d
-        return self.connection.close()
+            self._error = error
+        yield self._session.close()
+        if not self._setting_up.called:
+            yield self._setting_up
+        self._give_up(self._error)
 
     # ---- publishing --------------------------------------------------------------------
 
@@ -270,9 +295,11 @@ class GenericProducer:
         if self.confirm:
             tag = self._next_tag
             self._next_tag = tag + 1
+            entry = None
             if want_confirm:
                 d = defer.Deferred()
-            self._unconfirmed[tag] = d
+                entry = (d, (exchange, key, body, properties, mandatory))
+            self._unconfirmed[tag] = entry
             if mandatory and want_confirm:
                 # a return names no delivery tag: mark the message to find its tag again
                 properties = copy.copy(properties)
@@ -286,6 +313,9 @@ class GenericProducer:
     def _wait_to_publish(self, *args: Any) -> defer.Deferred[None]:
         if self._error is not None:
             return defer.fail(self._error)
+        if self._down is not None and len(self._backlog) >= self.max_waiting:
+            return defer.fail(BrokerConnectionError(
+                f"{len(self._backlog)} publishes already wait for the broker: {self._down}"))
         d: defer.Deferred[None] = defer.Deferred()
         self._backlog.append((args, d))
         return d
@@ -311,9 +341,10 @@ class GenericProducer:
         else:
             tags = (tag,)
         for each in tags:
-            d = unconfirmed.pop(each, None)
-            if d is None:
+            entry = unconfirmed.pop(each, None)
+            if entry is None:
                 continue
+            d = entry[0]
             if nack:
                 d.errback(NackError("the broker nacked the message (it could not take it)"))
             elif each in self._unroutable:

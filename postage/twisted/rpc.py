@@ -46,10 +46,14 @@ class PendingCall:
 
 
 class RpcCalls:
-    """The table of calls in flight; ``clock`` provides ``callLater``."""
+    """The table of calls in flight; ``clock`` provides ``callLater``; ``down()`` returns
+    the connection error while the broker is unreachable (None otherwise), so that a call
+    whose last attempt times out then ends as that error rather than as a timeout."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: Any, down: Callable[[], BaseException | None] | None = None
+                 ) -> None:
         self.clock = clock
+        self._down = down or (lambda: None)
         self._calls: dict[str, PendingCall] = {}
 
     def __len__(self) -> int:
@@ -83,6 +87,9 @@ class RpcCalls:
             log.debug("{call} timed out, retrying ({left} left)", call=call.description,
                       left=call.attempts_left)
             self._attempt(call)
+        elif (error := self._down()) is not None:
+            self.fail(call.correlation_id, type(error).__name__,
+                      f"{call.description}: the broker stayed unreachable: {error}")
         else:
             self.fail(call.correlation_id, "TimeoutError",
                       f"{call.description}: no reply after {call.timeout}s")

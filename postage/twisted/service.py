@@ -120,7 +120,8 @@ class PostageService(service.Service):
             processors.append(cls(fingerprint))
             self.scheduler.add_microthread(processors[-1])
         self.scheduler.start().addCallbacks(self._ended, self._failed)
-        started = defer.gatherResults([processor.start() for processor in processors])
+        started = defer.gatherResults([processor.start() for processor in processors],
+                                      consumeErrors=True)
         started.addCallbacks(self._started, lambda _: None)  # failures: see _failed
 
     def _started(self, _: Any) -> None:

@@ -436,6 +436,9 @@ class _Downstream(protocol.Protocol):
         from twisted.internet import reactor  # noqa: PLC0415
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol  # noqa: PLC0415
 
+        if self.proxy.refusing:  # the broker is "down": no connection gets through
+            self.transport.abortConnection()
+            return
         self.proxy.pairs.append(self)
         self.transport.pauseProducing()
         endpoint = TCP4ClientEndpoint(reactor, BROKER_HOST, BROKER_PORT)
@@ -468,11 +471,13 @@ class _Downstream(protocol.Protocol):
 class Proxy(protocol.Factory):
     """Relays 127.0.0.1:<port> to the broker. ``pause()`` stops what the broker sends from
     reaching the client (so confirms and replies stay pending); ``cut()`` drops every
-    connection at once, as a network failure would."""
+    connection at once, as a network failure would; while ``refusing`` is true, new
+    connections are dropped at once (a broker that stays unreachable)."""
 
     def __init__(self) -> None:
         self.pairs: list[_Downstream] = []
         self.paused = False
+        self.refusing = False
         self.port: int = 0
         self._listening: Any = None
 
@@ -496,6 +501,7 @@ class Proxy(protocol.Factory):
                 pair.upstream.transport.pauseProducing()
 
     def cut(self) -> None:
+        self.paused = False  # connections made after the cut relay both ways again
         pairs, self.pairs = self.pairs, []
         for pair in pairs:
             pair.abort()

@@ -464,3 +464,36 @@ def test_rpc_exclusive_mode_timeout_ends_with_timeout_error(components, names, b
     producer = components.producer(rpc_reply_to="exclusive")
     result = yield producer.rpc_echo(_key=queue, _timeout=0.3, _max_retry=0)
     assert result.value == "TimeoutError"
+
+
+@pytest_twisted.inlineCallbacks
+def test_memory_stays_flat_over_many_calls_and_publishes(components, names, service):
+    """No per-call bookkeeping is left behind (the aio-pika lesson): after a warm-up, a few
+    thousand more RPC calls and confirmed publishes do not grow the heap, and the producer's
+    tables are empty."""
+    import gc
+    import tracemalloc
+
+    yield start_processor(components, names, service)
+    producer = components.producer(eks=[service])
+    yield producer.ready
+
+    @defer.inlineCallbacks
+    def work(rounds):
+        for _ in range(rounds):
+            yield defer.gatherResults([producer.rpc_echo(i, _timeout=10) for i in range(100)])
+            yield defer.gatherResults([producer.message_note(i=i) for i in range(100)])
+
+    yield work(5)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        yield work(10)  # 1,000 calls and 1,000 publishes
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000, f"{grown} bytes kept after 2,000 messages"
+    assert len(producer._calls) == 0
+    assert not producer._unconfirmed and not producer._backlog and not producer._returned

@@ -210,6 +210,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         except Exception:  # noqa: BLE001 - a handler's error must not stop the processor
             self._handler_failed(Failure(), spec, message, reply)
             return None
+        if outcome is None:  # the common case: finished at once (skips the awaitable check)
+            return None
         if inspect.isawaitable(outcome):
             outcome = defer.ensureDeferred(outcome)
         if isinstance(outcome, defer.Deferred):

@@ -58,6 +58,8 @@ def fingerprint_dict(fingerprint: Any) -> dict[str, Any]:
 
 def split_options(kwds: dict[str, Any]) -> dict[str, Any]:
     """Take the ``_options`` out of a call's keywords (they are never parameters)."""
+    if not kwds:
+        return {}
     options = {key: kwds.pop(key) for key in [k for k in kwds if k.startswith("_")]}
     unknown = set(options) - _OPTIONS
     if unknown:
@@ -290,14 +292,16 @@ class GenericProducer:
         return self._publish_now(exchange, key, body, properties, mandatory, want_confirm)
 
     def _publish_now(self, exchange: str, key: str, body: str | bytes, properties: Any,
-                     mandatory: bool, want_confirm: bool = True) -> defer.Deferred[None] | None:
+                     mandatory: bool, want_confirm: bool = True,
+                     waiter: defer.Deferred[None] | None = None) -> defer.Deferred[None] | None:
         d: defer.Deferred[None] | None = None
         if self.confirm:
             tag = self._next_tag
             self._next_tag = tag + 1
             entry = None
             if want_confirm:
-                d = defer.Deferred()
+                # a publish that waited in the backlog keeps its own Deferred (no chaining)
+                d = defer.Deferred() if waiter is None else waiter
                 entry = (d, (exchange, key, body, properties, mandatory))
             self._unconfirmed[tag] = entry
             if mandatory and want_confirm:
@@ -327,8 +331,8 @@ class GenericProducer:
         while backlog and self._channel is not None and not self._blocked and (
                 len(self._unconfirmed) < self.max_unconfirmed):
             args, waiter = backlog.popleft()
-            d = self._publish_now(*args)
-            if d is not None:
+            d = self._publish_now(*args, waiter=waiter)
+            if d is not None and d is not waiter:
                 d.chainDeferred(waiter)
 
     def _on_confirm(self, frame: Any) -> None:

@@ -186,10 +186,10 @@ def message_from_body(body: Mapping[str, Any]) -> Message:
     return message
 
 
-def _check_field(body: dict[str, Any], key: str, kind: type, default: Any) -> None:
-    value = body.setdefault(key, default)
-    if not isinstance(value, kind):
-        raise MessageFormatError(f"envelope field {key!r} must be a {kind.__name__}")
+_MISSING = object()
+# field -> (the type it must have, its value when absent); checked on every delivery
+_FIELDS = (("name", str, "none"), ("content", dict, None), ("fingerprint", dict, None),
+           ("_reserved", dict, None))
 
 
 def decode_envelope(data: str | bytes, encoder: Encoder | None = None) -> dict[str, Any]:
@@ -197,8 +197,8 @@ def decode_envelope(data: str | bytes, encoder: Encoder | None = None) -> dict[s
 
     Raises :class:`MessageFormatError` (and nothing else) for a body that is not in the
     encoder's format, not an object, lacks ``category``/``type``, has a category other than
-    ``message``/``rpc`` or a version other than 2 (``"2"`` from 3.0.3 is accepted and
-    returned as the integer 2).
+    ``message``/``rpc``, a field of the wrong type, or a version other than 2 (``"2"`` from
+    3.0.3 is accepted and returned as the integer 2). Absent optional fields are filled in.
     """
     try:
         body = (encoder or _DEFAULT_ENCODER).decode(data)
@@ -206,20 +206,28 @@ def decode_envelope(data: str | bytes, encoder: Encoder | None = None) -> dict[s
         raise
     except Exception as exc:  # a plugged-in encoder may raise anything: it is still bad input
         raise MessageFormatError(f"body cannot be decoded: {exc}") from exc
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise MessageFormatError(f"envelope must be an object, not {type(body).__name__}")
-    for key in ("category", "type"):
-        if key not in body:
-            raise MessageFormatError(f"envelope has no {key!r}")
-    if not isinstance(body["category"], str) or body["category"] not in CATEGORIES:
-        raise MessageFormatError(f"unknown message category {body['category']!r}")
-    _check_field(body, "type", str, None)
-    _check_field(body, "name", str, "none")
-    _check_field(body, "content", dict, {})
-    _check_field(body, "fingerprint", dict, {})
-    _check_field(body, "_reserved", dict, {})
-    version = body.get("version", ENVELOPE_VERSION)
-    if version not in (ENVELOPE_VERSION, str(ENVELOPE_VERSION)):
-        raise MessageFormatError(f"unsupported envelope version {version!r}")
-    body["version"] = ENVELOPE_VERSION
+    get = body.get
+    category = get("category", _MISSING)
+    if category != "message" and category != "rpc":
+        if category is _MISSING:
+            raise MessageFormatError("envelope has no 'category'")
+        raise MessageFormatError(f"unknown message category {category!r}")
+    kind = get("type", _MISSING)
+    if type(kind) is not str:
+        if kind is _MISSING:
+            raise MessageFormatError("envelope has no 'type'")
+        raise MessageFormatError("envelope field 'type' must be a str")
+    for key, required, default in _FIELDS:
+        value = get(key, _MISSING)
+        if value is _MISSING:
+            body[key] = {} if default is None else default
+        elif not isinstance(value, required):
+            raise MessageFormatError(f"envelope field {key!r} must be a {required.__name__}")
+    version = get("version", _MISSING)
+    if type(version) is not int or version != ENVELOPE_VERSION:
+        if version is not _MISSING and version != str(ENVELOPE_VERSION):  # 3.0.3 sent "2"
+            raise MessageFormatError(f"unsupported envelope version {version!r}")
+        body["version"] = ENVELOPE_VERSION
     return body

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from pika import BasicProperties
 from twisted.internet import defer
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -78,7 +79,6 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self._stopping: defer.Deferred[None] | None = None
         self._stopped: list[defer.Deferred[bool]] = []
         self._after_stop: Any = None
-        self._properties: Any = None
         self._started: OneShot | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -87,9 +87,6 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         """Connect and consume; fires once every queue is being consumed. Calling it again
         (a scheduler does) waits for the same start."""
         if self._started is None:
-            from pika import BasicProperties  # noqa: PLC0415
-
-            self._properties = BasicProperties
             self._running = True
             self._started = OneShot()
             d = self.consumer.start(self._on_delivery)
@@ -261,7 +258,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             except Exception as exc:  # noqa: BLE001 - answer the caller, keep running
                 body = self.encoder.encode(
                     MessageResultException(type(exc).__name__, str(exc)).body)
-            properties = self._properties(content_type=self.encoder.content_type,
+            properties = BasicProperties(content_type=self.encoder.content_type,
                                           correlation_id=correlation_id)
             self.consumer.publish("", reply_to, body, properties)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pika import BasicProperties
 from twisted.internet import defer
 
 from postage import config
@@ -143,6 +145,9 @@ class GenericProducer:
         self._calls = RpcCalls(clock if clock is not None else reactor, lambda: self._down)
         self._exclusive_replies: dict[str, str] = {}  # consumer tag -> correlation id
         self._properties = self._make_properties()
+        # correlation ids: unique per producer, cheaper than a uuid4 per call
+        self._id_prefix = f"{uuid.uuid4().hex[:12]}."
+        self._ids = itertools.count(1)
         self._session = Session(self.settings, reactor, self.fingerprint.get("name"),
                                 self._on_connected, self._on_connection_lost, self._give_up)
         self._setting_up = self._session.start().addErrback(self._give_up_failure)
@@ -276,9 +281,13 @@ class GenericProducer:
     # ---- publishing --------------------------------------------------------------------
 
     def _make_properties(self, **extra: Any) -> Any:
-        from pika import BasicProperties  # noqa: PLC0415
-
         return BasicProperties(content_type=self.encoder.content_type, **extra)
+
+    def _builder(self, kind: str, name: str) -> Any:
+        """``build_<kind>_<name>`` when the class defines it (looked up on the class: a miss
+        on the instance would go through ``__getattr__`` and raise, on every call)."""
+        attr = f"build_{kind}_{name}"
+        return getattr(self, attr) if hasattr(type(self), attr) else None
 
     def _publish(self, exchange: str, key: str, body: str | bytes, properties: Any,
                  mandatory: bool, want_confirm: bool = True) -> defer.Deferred[None] | None:
@@ -434,7 +443,7 @@ class GenericProducer:
         """``message_NAME(...)``: build (``build_message_NAME``) or make a command, publish."""
         try:
             options = split_options(kwds)
-            builder = getattr(self, f"build_message_{name}", None)
+            builder = self._builder("message", name)
             if builder is not None:
                 message = builder(*args, **kwds)
             else:
@@ -466,7 +475,7 @@ class GenericProducer:
         unroutable call or a lost connection), or with a queue name for ``_queue_only``."""
         try:
             options = split_options(kwds)
-            builder = getattr(self, f"build_rpc_{name}", None)
+            builder = self._builder("rpc", name)
             if builder is not None:
                 message = builder(*args, **kwds)
             else:
@@ -480,7 +489,7 @@ class GenericProducer:
             return self._call_queue_only(exchange, key, payload)
         timeout = options.get("_timeout", self.rpc_timeout)
         max_retry = options.get("_max_retry", self.max_retry)
-        correlation_id = uuid.uuid4().hex
+        correlation_id = f"{self._id_prefix}{next(self._ids)}"
         description = f"rpc {name!r} to {exchange_name(exchange)!r}/{key!r}"
         if self.rpc_reply_to == "direct":
             properties = self._make_properties(correlation_id=correlation_id,
@@ -608,8 +617,11 @@ class GenericProducer:
     # ---- the documented dynamic names ----------------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
+        # Kept in the instance once made: the next call finds it without coming here.
         if name.startswith("message_") and len(name) > 8:
-            return functools.partial(self.send, name[8:])
+            method = self.__dict__[name] = functools.partial(self.send, name[8:])
+            return method
         if name.startswith("rpc_") and len(name) > 4:
-            return functools.partial(self.call, name[4:])
+            method = self.__dict__[name] = functools.partial(self.call, name[4:])
+            return method
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

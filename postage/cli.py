@@ -120,7 +120,10 @@ def _report(failure: Any, status: list[int]) -> None:
     elif isinstance(error, BrokerConnectionError):
         sys.stderr.write(f"postage: {error}\n")
         status[0] = EXIT_BROKER
-    elif isinstance(error, PostageError | ValueError | TypeError):
+    elif isinstance(error, PostageError):  # e.g. the broker closed the channel: no exchange
+        sys.stderr.write(f"postage: {error}\n")
+        status[0] = EXIT_RESULT_ERROR
+    elif isinstance(error, ValueError | TypeError):
         sys.stderr.write(f"postage: {error}\n")
         status[0] = EXIT_USAGE
     else:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 __all__ = [
     "DEFAULT_PORT",
@@ -44,7 +44,7 @@ class ConnectionSettings:
         """A one-line description that is safe to log (no password)."""
         hosts = ",".join(f"{host}:{port}" for host, port in self.hosts)
         scheme = "amqps" if self.tls else "amqp"
-        return f"{scheme}://{self.user}@{hosts}/{self.vhost}"
+        return f"{scheme}://{quote(self.user, safe='')}@{hosts}/{quote(self.vhost, safe='')}"
 
     def replace(self, **changes: Any) -> ConnectionSettings:
         """A copy with some fields changed."""

@@ -384,10 +384,17 @@ class Session:
         self.closing = False
         self.backoff = Backoff()
         self._retry: Any = None
+        self._shutdown_trigger: Any = None
 
     @defer.inlineCallbacks
     def start(self) -> Any:
-        """Connect and set up; errbacks if the first connection cannot be made."""
+        """Connect and set up; errbacks if the first connection cannot be made.
+
+        When the reactor shuts down, the session closes its connection instead of
+        reconnecting, in the "during" phase: services stopping "before" it (a processor
+        finishing its handlers and acking) still have their connection."""
+        self._shutdown_trigger = self.reactor.addSystemEventTrigger(
+            "during", "shutdown", self.close)
         yield self._connect()
 
     @defer.inlineCallbacks
@@ -443,6 +450,12 @@ class Session:
         self.closing = True
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        if self._shutdown_trigger is not None:
+            trigger, self._shutdown_trigger = self._shutdown_trigger, None
+            try:
+                self.reactor.removeSystemEventTrigger(trigger)
+            except ValueError:  # already fired: we are being called by it
+                pass
         if self.connection is None:
             return defer.succeed(None)
         return self.connection.close()

@@ -21,80 +21,20 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from postage.encoders import Encoder, JsonEncoder
-from postage.errors import (
-    AuthenticationError,
-    BrokerConnectionError,
-    EncodeError,
-    MessageFormatError,
-    NackError,
-    PostageError,
-    PublishError,
-    UnroutableError,
-    VirtualHostError,
-)
-from postage.exchanges import Exchange
-from postage.fingerprint import Fingerprint
-from postage.handlers import (
-    FilterError,
-    Handler,
-    MessageFilter,
-    MessageHandler,
-    MessageHandlerFullBody,
-    RpcHandler,
-    call_handler,
-)
-from postage.messages import (
-    Message,
-    MessageCommand,
-    MessageResult,
-    MessageResultError,
-    MessageResultException,
-    MessageStatus,
-    RpcCommand,
-    decode_envelope,
-)
-from postage.microthreads import ExitScheduler, MicroThread
+# The pure core's names, re-exported: this module is where 3.0.3 code finds them all.
+from postage import *  # noqa: F403
+from postage import __all__ as _core_names
+from postage.handlers import call_handler
+from postage.messages import Message
+from postage.microthreads import ExitScheduler
 from postage.microthreads import MicroScheduler as _PureMicroScheduler
 from postage.twisted import consumer as _consumer
 from postage.twisted import processor as _processor
 from postage.twisted import producer as _producer
 
-__all__ = [
-    "AuthenticationError",
-    "BrokerConnectionError",
-    "EncodeError",
-    "Encoder",
-    "Exchange",
-    "ExitScheduler",
-    "FilterError",
-    "Fingerprint",
-    "GenericConsumer",
-    "GenericProducer",
-    "Handler",
-    "JsonEncoder",
-    "Message",
-    "MessageCommand",
-    "MessageFilter",
-    "MessageFormatError",
-    "MessageHandler",
-    "MessageHandlerFullBody",
-    "MessageProcessor",
-    "MessageResult",
-    "MessageResultError",
-    "MessageResultException",
-    "MessageStatus",
-    "MicroScheduler",
-    "MicroThread",
-    "NackError",
-    "PostageError",
-    "PublishError",
-    "RpcCommand",
-    "RpcHandler",
-    "UnroutableError",
-    "VirtualHostError",
-    "decode_envelope",
-]
+__all__ = sorted(
+    {*_core_names, "GenericConsumer", "GenericProducer", "MessageProcessor"} - {"__version__"}
+)
 
 
 class _ReactorThread:

@@ -128,7 +128,12 @@ class GenericProducer:
         self.encoder = self.encoder_class()
         self.eks = [(exchange, key) for exchange, key in self.eks]
         self.connection: Connection | None = None
-        self._channel: Channel | None = None
+        self._channel: Channel | None = None  # publishes, with confirms
+        # RPC requests and their replies (direct reply-to), without confirms: a request
+        # needs no broker ack (a return tells of one nobody can receive, the reply of the
+        # rest), and an ack per call would cost both sides a frame.
+        self._rpc_channel: Channel | None = None
+        self._waiting_sends: set[str] = set()  # RPC attempts waiting for a channel
         self._declared: set[str] = {""}
         self._error: BaseException | None = None  # set once the producer cannot publish
         self._ready_waiters: list[defer.Deferred[Any]] | None = []
@@ -160,10 +165,15 @@ class GenericProducer:
         mode is on and RPC replies are listened for; errbacks if that cannot happen. A new
         Deferred each time, so every waiter gets the producer."""
         if self._ready_waiters is None:
-            return defer.fail(self._error) if self._channel is None else defer.succeed(self)
+            return defer.succeed(self) if self._usable else defer.fail(self._error)
         d: defer.Deferred[GenericProducer] = defer.Deferred()
         self._ready_waiters.append(d)
         return d
+
+    @property
+    def _usable(self) -> bool:
+        return self._channel is not None and (
+            self._rpc_channel is not None or self.rpc_reply_to != "direct")
 
     def _fire_ready(self, error: BaseException | None) -> None:
         waiters, self._ready_waiters = self._ready_waiters, None
@@ -176,7 +186,7 @@ class GenericProducer:
         self.connection = connection
         connection.on_blocked(self._on_blocked, self._on_unblocked)
         self._declared = {""}
-        yield self._open_channel()
+        yield self._open_channels()
         if self._down is not None:
             log.info("reconnected; sending {n} waiting publishes", n=len(self._backlog))
         self._down = None
@@ -191,22 +201,32 @@ class GenericProducer:
         if self._error is None:
             self._error = error
         self._fire_ready(self._error)
-        self._fail_in_flight(self._error)
+        self._fail_publishes(self._error)
+        self._fail_calls(self._error)
         self._fail_waiting(self._error)
 
     @defer.inlineCallbacks
-    def _open_channel(self) -> Any:
+    def _open_channels(self) -> Any:
+        """Open the channels that are not open (both on a new connection)."""
+        if self._channel is None:
+            channel = yield self._new_channel()
+            for exchange, _key in self.eks:
+                yield self._declare(channel, exchange)
+            if self.confirm:
+                self._next_tag = self._low_tag = 1
+                yield channel.confirm_delivery(self._on_confirm)
+            self._channel = channel
+        if self.rpc_reply_to == "direct" and self._rpc_channel is None:
+            channel = yield self._new_channel()
+            yield channel.consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
+            self._rpc_channel = channel
+
+    @defer.inlineCallbacks
+    def _new_channel(self) -> Any:
         channel = yield self.connection.channel()
         channel.twisted.on_closed.addCallback(self._on_channel_closed, channel)
-        for exchange, _key in self.eks:
-            yield self._declare(channel, exchange)
-        if self.confirm:
-            self._next_tag = self._low_tag = 1
-            yield channel.confirm_delivery(self._on_confirm)
         channel.impl.add_on_return_callback(self._on_return)
-        if self.rpc_reply_to == "direct":
-            yield channel.consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
-        self._channel = channel
+        return channel
 
     def _declare(self, channel: Channel, exchange: Any) -> defer.Deferred[Any]:
         name = exchange_name(exchange)
@@ -216,20 +236,26 @@ class GenericProducer:
             lambda _: self._declared.add(name))
 
     def _on_channel_closed(self, reason: Any, channel: Channel) -> None:
-        """The broker closed our channel (e.g. a publish to a missing exchange): fail what
-        waited on it and open a new one, so one bad call does not break the producer."""
-        if self._channel is channel:
+        """The broker closed a channel (e.g. a publish to a missing exchange): fail what
+        depended on it and open a new one, so one bad call does not break the producer."""
+        if channel is self._channel:
             self._channel = None
+        elif channel is self._rpc_channel:
+            self._rpc_channel = None
+        else:
+            return  # closed by us, or a channel already replaced
         if self.connection is None or not self.connection.is_open:
-            return  # the connection went with it: _on_connection_lost fails what waited
+            return  # the connection went with it: _on_connection_lost handles that
         error = PostageError(f"the broker closed the producer's channel: {reason}")
-        self._fail_in_flight(error)
+        if self._channel is None:
+            self._fail_publishes(error)
+        if self._rpc_channel is None or self.rpc_reply_to != "direct":
+            self._fail_calls(error)  # their replies were to come on that channel
         if self._error is None:
             log.warn("{error}; opening a new channel", error=error)
-            self._declared = {""}
             if self._ready_waiters is None:
                 self._ready_waiters = []  # `ready` waits for the new channel
-            self._open_channel().addCallbacks(self._reopened, self._give_up_failure)
+            self._open_channels().addCallbacks(self._reopened, self._give_up_failure)
 
     def _reopened(self, _: Any) -> None:
         self._fire_ready(None)
@@ -237,7 +263,7 @@ class GenericProducer:
 
     def _on_connection_lost(self, error: BrokerConnectionError) -> None:
         """The session reconnects: publishes wait; unconfirmed ones go out again first."""
-        self._channel = None
+        self._channel = self._rpc_channel = None
         self._blocked = False
         self._down = error
         if self._ready_waiters is None:
@@ -252,13 +278,15 @@ class GenericProducer:
             self._calls.fail(correlation_id, type(error).__name__, str(error))
         self._exclusive_replies.clear()
 
-    def _fail_in_flight(self, error: BaseException) -> None:
+    def _fail_publishes(self, error: BaseException) -> None:
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         self._returned.clear()
         self._unroutable.clear()
         for entry in unconfirmed.values():
             if entry is not None:
                 entry[0].errback(error)
+
+    def _fail_calls(self, error: BaseException) -> None:
         self._calls.fail_all(type(error).__name__, str(error))
         self._exclusive_replies.clear()
 
@@ -436,7 +464,7 @@ class GenericProducer:
             lambda _: None, lambda failure: failure.value.subFailure)
 
     def _declare_then(self, exchange: type[Exchange]) -> defer.Deferred[Any]:
-        ready = self.ready if self._channel is None else defer.succeed(self)
+        ready = defer.succeed(self) if self._usable else self.ready
         return ready.addCallback(lambda _: self._declare(self._channel, exchange))
 
     def send(self, name: str, *args: Any, **kwds: Any) -> defer.Deferred[None]:
@@ -494,14 +522,36 @@ class GenericProducer:
         if self.rpc_reply_to == "direct":
             properties = self._make_properties(correlation_id=correlation_id,
                                                reply_to=DIRECT_REPLY_TO)
-            send = functools.partial(self._send_request, exchange, key, payload, properties,
+            send = functools.partial(self._send_direct, exchange, key, payload, properties,
                                      correlation_id)
             return self._calls.call(correlation_id, send, timeout, max_retry, description)
         return self._call_exclusive(exchange, key, payload, correlation_id, timeout, max_retry,
                                     description)
 
+    def _send_direct(self, exchange: Any, key: str, payload: str | bytes, properties: Any,
+                     correlation_id: str) -> None:
+        """Send one attempt of a direct reply-to call on the RPC channel; while there is none
+        (connecting) or the exchange is not declared yet, send it once they are."""
+        channel = self._rpc_channel
+        if channel is not None and (not isinstance(exchange, type)
+                                    or exchange.name in self._declared):
+            channel.impl.basic_publish(exchange_name(exchange), key, payload, properties, True)
+            return
+        if correlation_id in self._waiting_sends:
+            return  # an earlier attempt already waits: one copy is enough
+        self._waiting_sends.add(correlation_id)
+
+        def send(_: Any) -> None:
+            self._waiting_sends.discard(correlation_id)
+            if correlation_id in self._calls:
+                self._send_direct(exchange, key, payload, properties, correlation_id)
+
+        d = self._declare_then(exchange).addCallback(send)
+        d.addErrback(self._request_failed, correlation_id)
+
     def _send_request(self, exchange: Any, key: str, payload: str | bytes, properties: Any,
                       correlation_id: str) -> None:
+        """Send one attempt of an exclusive-queue call, on the publishing channel."""
         name = exchange_name(exchange)
         if self._channel is not None and name in self._declared:
             # fast path: the confirm is not waited for; a return ends the call in _on_return
@@ -515,6 +565,7 @@ class GenericProducer:
             d.addErrback(self._request_failed, correlation_id)
 
     def _request_failed(self, failure: Any, correlation_id: str) -> None:
+        self._waiting_sends.discard(correlation_id)
         self._calls.fail(correlation_id, type(failure.value).__name__, str(failure.value))
 
     def _on_reply(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:

@@ -497,3 +497,47 @@ def test_memory_stays_flat_over_many_calls_and_publishes(components, names, serv
     assert grown < 200_000, f"{grown} bytes kept after 2,000 messages"
     assert len(producer._calls) == 0
     assert not producer._unconfirmed and not producer._backlog and not producer._returned
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_in_flight_survives_a_publish_to_a_missing_exchange(components, names, service):
+    """A refused publish closes the publishing channel only; calls in flight on the RPC
+    channel still get their replies."""
+
+    class Slow(Echo):
+        @RpcHandler("command", "slow")
+        def slow(self, content, reply):
+            from twisted.internet import reactor
+
+            reactor.callLater(0.3, reply, MessageResult("late but here"))
+
+    yield start_processor(components, names, service, cls=Slow)
+    producer = components.producer(eks=[service])
+    yield producer.ready
+    call = producer.rpc_slow(_timeout=FAST, _max_retry=0)
+    with pytest.raises(Exception, match="NOT_FOUND"):
+        yield producer.message_ping(_eks=[(names.exchange("missing"), "k")])
+    result = yield call
+    assert result.value == "late but here"
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_through_an_exchange_class_given_per_call_declares_it_first(components, names):
+    """The exchange a call names with ``_eks`` is declared before the request goes out, and
+    the request is sent once."""
+    exchange = names.exchange_class("per-call")
+    queue = names.queue("rpc")
+    counted = []
+
+    class Counting(Echo):
+        @RpcHandler("command", "echo")
+        def echo(self, content, reply):
+            counted.append(content["parameters"])
+            reply(MessageResult(content["parameters"]))
+
+    processor = components.processor(Counting, eqk=[(exchange, [(queue, "k")])])
+    yield processor.start()
+    producer = components.producer()  # no eks: nothing declared when it connects
+    result = yield producer.rpc_echo("x", _eks=[(exchange, "k")], _timeout=FAST)
+    assert result.value == "x"
+    assert counted == ["x"]

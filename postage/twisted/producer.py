@@ -134,6 +134,7 @@ class GenericProducer:
         # rest), and an ack per call would cost both sides a frame.
         self._rpc_channel: Channel | None = None
         self._waiting_sends: set[str] = set()  # RPC attempts waiting for a channel
+        self._queue_only_failures: dict[str, Message] = {}  # reply queue -> why no reply
         self._declared: set[str] = {""}
         self._error: BaseException | None = None  # set once the producer cannot publish
         self._ready_waiters: list[defer.Deferred[Any]] | None = []
@@ -619,9 +620,14 @@ class GenericProducer:
             queue = yield self._reply_queue()
             properties = self._make_properties(correlation_id=uuid.uuid4().hex, reply_to=queue)
             name = exchange_name(exchange)
-            if isinstance(exchange, type):
-                yield self._declare(self._channel, exchange)
-            yield self._publish(name, key, payload, properties, True)
+            try:
+                if isinstance(exchange, type):
+                    yield self._declare(self._channel, exchange)
+                yield self._publish(name, key, payload, properties, True)
+            except Exception as exc:  # noqa: BLE001 - RPC ends as a result, never an errback
+                # the caller still gets its queue; consume_rpc() then says what happened
+                self._queue_only_failures[queue] = MessageResultException(
+                    type(exc).__name__, str(exc))
             return queue
 
         return run()
@@ -630,9 +636,13 @@ class GenericProducer:
     def consume_rpc(self, queue: str, result_len: int = 1, callback: Any = None,
                     timeout: float | None = None) -> Any:
         """Read ``result_len`` replies from a ``_queue_only`` queue; fires with the list of
-        result messages, or ``[MessageResultException('TimeoutError', ...)]`` when they do
-        not come within ``timeout`` (default: ``rpc_timeout``). ``callback(result)`` is
+        result messages, ending with ``MessageResultException('TimeoutError', ...)`` when
+        they do not all come within ``timeout`` (default: ``rpc_timeout``), or with the
+        ``UnroutableError`` of a request that no queue could receive. ``callback(result)`` is
         called for each reply as it arrives. The queue is deleted afterwards."""
+        failure = self._queue_only_failures.pop(queue, None)
+        if failure is not None:
+            return [failure]
         yield self.ready
         timeout = self.rpc_timeout if timeout is None else timeout
         channel = self._channel
@@ -660,9 +670,10 @@ class GenericProducer:
         if channel.is_open:
             yield channel.cancel(tag)
             yield channel.queue_delete(queue)
-        if len(results) < result_len:
-            return [MessageResultException("TimeoutError",
-                                           f"no reply on {queue!r} after {timeout}s")]
+        if len(results) < result_len:  # what came, then why the rest did not
+            results.append(MessageResultException(
+                "TimeoutError", f"{len(results)} of {result_len} replies on {queue!r} after "
+                f"{timeout}s"))
         return results
 
     # ---- the documented dynamic names ----------------------------------------------------

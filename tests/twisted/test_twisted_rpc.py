@@ -541,3 +541,13 @@ def test_rpc_through_an_exchange_class_given_per_call_declares_it_first(componen
     result = yield producer.rpc_echo("x", _eks=[(exchange, "k")], _timeout=FAST)
     assert result.value == "x"
     assert counted == ["x"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_queue_only_unroutable_still_returns_a_queue_and_consume_rpc_says_why(
+        components, names):
+    producer = components.producer(eks=[(names.exchange_class("nobody"), "none")])
+    reply_queue = yield producer.rpc_echo(_queue_only=True)
+    assert isinstance(reply_queue, str)
+    results = yield producer.consume_rpc(reply_queue, timeout=FAST)
+    assert [result.value for result in results] == ["UnroutableError"]

@@ -43,6 +43,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     ``self.consumer`` is a ``consumer_class`` instance (``prefetch_count`` forwarded);
     ``self.fingerprint`` is the fingerprint's dict form. ``remote_control = False`` removes
     the built-in ``('command', 'quit')`` and ``('command', 'restart')`` handlers.
+    ``stop_timeout`` bounds how long :meth:`stop` waits for running handlers; messages
+    whose handlers have not finished by then are delivered again by the broker.
     """
 
     consumer_class: type[GenericConsumer] = GenericConsumer
@@ -50,11 +52,12 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     prefetch_count = 10
     remote_control = True
     connect_timeout: float = 10
+    stop_timeout: float = 60  # how long stop() waits for running handlers
 
     def __init__(self, fingerprint: Any = None, eqk: list[Any] | None = None,
                  hup: Mapping[str, Any] | None = None, vhost: str | None = None, *,
                  reactor: Any = None, **knobs: Any) -> None:
-        for knob in ("prefetch_count", "remote_control", "connect_timeout"):
+        for knob in ("prefetch_count", "remote_control", "connect_timeout", "stop_timeout"):
             if knob in knobs:
                 setattr(self, knob, knobs.pop(knob))
         if knobs:
@@ -76,8 +79,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self._in_flight = 0
         self._idle: list[defer.Deferred[None]] = []
         self._running = False
-        self._stopping: defer.Deferred[None] | None = None
-        self._stopped: list[defer.Deferred[bool]] = []
+        self._stopping: OneShot | None = None
+        self._stopped = OneShot()  # fires with quit_requested
         self._after_stop: Any = None
         self._started: OneShot | None = None
 
@@ -97,12 +100,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     def when_stopped(self) -> defer.Deferred[bool]:
         """Fires once the processor has stopped, with True when a ``quit`` message stopped
         it (so whoever runs it should end too)."""
-        d: defer.Deferred[bool] = defer.Deferred()
-        if self._stopping is not None and self._stopping.called:
-            d.callback(self.quit_requested)
-        else:
-            self._stopped.append(d)
-        return d
+        return self._stopped.when()
 
     def stop(self) -> defer.Deferred[None]:
         """Stop consuming, let running handlers finish (and ack), then close."""
@@ -112,10 +110,9 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         # What the processor itself calls (quit, lost connection), on the reactor thread;
         # stop() is the public name, which the blocking facade overrides.
         if self._stopping is None:
-            self._stopping = self._stop()
-        d: defer.Deferred[None] = defer.Deferred()
-        self._stopping.addBoth(lambda result: (d.callback(None), result)[1])
-        return d
+            self._stopping = OneShot()
+            self._stop().addBoth(self._stopping.fire)
+        return self._stopping.when()
 
     @defer.inlineCallbacks
     def _stop(self) -> Any:
@@ -127,14 +124,16 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         if self._in_flight:
             idle: defer.Deferred[None] = defer.Deferred()
             self._idle.append(idle)
-            yield idle
+            try:
+                yield idle.addTimeout(self.stop_timeout, self.reactor)
+            except defer.TimeoutError:
+                log.warn("{n} handlers still running after {s}s: closing anyway (the broker "
+                         "delivers their messages again)", n=self._in_flight, s=self.stop_timeout)
         try:
             yield self.consumer.close()
         except Exception as exc:  # noqa: BLE001
             log.debug("close: {error}", error=exc)
-        stopped, self._stopped = self._stopped, []
-        for d in stopped:
-            d.callback(self.quit_requested)
+        self._stopped.fire(self.quit_requested)
         if self._after_stop is not None:
             self._after_stop()
 
@@ -228,7 +227,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         if not self._in_flight and self._idle:
             idle, self._idle = self._idle, []
             for d in idle:
-                d.callback(None)
+                if not d.called:  # (not when stop() stopped waiting for it)
+                    d.callback(None)
 
     def _reject(self, channel: Any, tag: int, method: Any, why: str) -> None:
         log.warn("rejected a delivery from {exchange!r}/{key!r}: {why}",

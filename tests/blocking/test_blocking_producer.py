@@ -19,7 +19,7 @@ def deaf(admin, names):
 
 
 def body_of(admin, queue):
-    got = admin.get(queue)
+    got = admin.get_message(queue)
     assert got is not None, f"nothing in {queue}"
     return messaging.decode_envelope(got[1])
 

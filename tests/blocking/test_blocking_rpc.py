@@ -116,7 +116,7 @@ def test_rpc_max_retry_sends_again_after_each_timeout_with_one_correlation_id(ma
     elapsed = time.monotonic() - start
     assert reply.value == "TimeoutError"
     assert 0.9 <= elapsed < 4
-    requests = [admin.get(queue) for _ in range(4)]
+    requests = [admin.get_message(queue) for _ in range(4)]
     assert requests[3] is None
     assert len({properties.correlation_id for properties, _body in requests[:3]}) == 1
 

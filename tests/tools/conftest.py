@@ -8,9 +8,11 @@ pytest-twisted process as well as anywhere else).
 - ``run_tool(*argv, timeout=...)``: run a command to completion (``subprocess.run``);
 - ``spawn(*argv, env=...)``: start a long-running process; killed at the end of the test if
   it is still running;
-- ``admin``: the test's own eyes on the broker (declare, count, get, delete);
-- ``slow_names``: unique exchange / queue / log file names for ``slow_component``, passed to
-  the component through the environment; what they name is deleted afterwards;
+- ``admin``: ``brokertools.Admin``, the test's own eyes on the broker (declare, count, get,
+  delete);
+- ``slow_names``: unique exchange / queue / log file names for ``slow_component`` (under
+  ``postage-test.tools.``), passed to the component through the environment; what they name
+  is deleted afterwards;
 - ``wait_for(predicate, timeout)``: poll until true.
 """
 
@@ -28,13 +30,15 @@ from typing import Any
 
 import pytest
 
+from brokertools import Admin, assert_nothing_left
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 POSTAGE = str(BIN / "postage")
 TWISTD = str(BIN / "twistd")
 PYTHON = sys.executable
-PREFIX = "postage-test"
+PREFIX = "postage-test.tools."
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -59,73 +63,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-class Admin:
-    """pika BlockingConnection: declare, count and read, independent of Postage."""
-
-    def __init__(self) -> None:
-        import pika  # noqa: PLC0415
-
-        self._pika = pika
-        self._connection: Any = None
-        self._channel: Any = None
-
-    @property
-    def channel(self) -> Any:
-        if self._connection is None or not self._connection.is_open:
-            self._connection = self._pika.BlockingConnection(self._pika.ConnectionParameters(
-                "127.0.0.1", 5672, "/", heartbeat=0,
-                client_properties={"connection_name": f"{PREFIX}.tools-admin"}))
-            self._channel = None
-        if self._channel is None or not self._channel.is_open:
-            self._channel = self._connection.channel()
-        return self._channel
-
-    def _passive(self, declare: Callable[[Any], Any]) -> Any:
-        from pika.exceptions import ChannelClosedByBroker  # noqa: PLC0415
-
-        try:
-            return declare(self.channel)
-        except ChannelClosedByBroker:
-            return None
-
-    def queue_exists(self, name: str) -> bool:
-        return self._passive(lambda ch: ch.queue_declare(name, passive=True)) is not None
-
-    def exchange_exists(self, name: str) -> bool:
-        return self._passive(lambda ch: ch.exchange_declare(name, passive=True)) is not None
-
-    def message_count(self, name: str) -> int:
-        return self.channel.queue_declare(name, passive=True).method.message_count
-
-    def consumer_count(self, name: str) -> int:
-        frame = self._passive(lambda ch: ch.queue_declare(name, passive=True))
-        return 0 if frame is None else frame.method.consumer_count
-
-    def declare_queue(self, name: str, exchange: str, key: str) -> None:
-        self.channel.exchange_declare(exchange, "direct", durable=False, auto_delete=True)
-        self.channel.queue_declare(name)
-        self.channel.queue_bind(name, exchange, routing_key=key)
-
-    def get(self, name: str) -> bytes | None:
-        _method, _properties, body = self.channel.basic_get(name, auto_ack=True)
-        return body
-
-    def delete_queue(self, name: str) -> None:
-        self.channel.queue_delete(name)
-
-    def delete_exchange(self, name: str) -> None:
-        self.channel.exchange_delete(name)
-
-    def close(self) -> None:
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
-
-
 @pytest.fixture
 def admin() -> Any:
-    client = Admin()
-    yield client
-    client.close()
+    with Admin(f"{PREFIX}admin") as client:
+        yield client
 
 
 def kill_group(child: subprocess.Popen[Any]) -> None:
@@ -207,8 +148,8 @@ class SlowNames:
 
     def __init__(self, tmp_path: Path) -> None:
         uid = uuid.uuid4().hex[:10]
-        self.exchange = f"{PREFIX}.tools.{uid}.x"
-        self.queue = f"{PREFIX}.tools.{uid}.q"
+        self.exchange = f"{PREFIX}{uid}.x"
+        self.queue = f"{PREFIX}{uid}.q"
         self.log = tmp_path / "handler.log"
         self.log.touch()
 
@@ -229,18 +170,6 @@ def slow_names(tmp_path: Path, admin: Admin) -> Any:
     admin.delete_exchange(names.exchange)
 
 
-def _broker_names(*kinds: str) -> list[str]:
-    """Names of the broker's queues / exchanges (rabbitmqctl, one child per kind, at once)."""
-    children = [subprocess.Popen(["rabbitmqctl", "-q", f"list_{kind}", "name"],
-                                 stdout=subprocess.PIPE, text=True) for kind in kinds]
-    names = []
-    for child in children:
-        out, _ = child.communicate(timeout=60)
-        assert child.returncode == 0, f"rabbitmqctl exited {child.returncode}"
-        names += [line.strip() for line in out.splitlines() if line.strip()]
-    return names
-
-
 def wait_for_output(child: subprocess.Popen[bytes], text: str, timeout: float = 15) -> None:
     """Wait until a spawned child printed ``text`` (fails early if it exited)."""
 
@@ -259,9 +188,7 @@ def wait_for_output(child: subprocess.Popen[bytes], text: str, timeout: float = 
 def tools_leave_nothing_behind() -> Any:
     """After the run, no queue or exchange named by these tests is left on the broker."""
     yield
-    left = [name for name in _broker_names("queues", "exchanges")
-            if name.startswith(f"{PREFIX}.tools.")]
-    assert not left, f"left on the broker: {left}"
+    assert_nothing_left(PREFIX)
 
 
 @pytest.fixture(scope="session")
@@ -283,14 +210,11 @@ EXAMPLE_EXCHANGES = ("postage-examples", "ping-exchange")
 def example_names() -> Any:
     """Deletes what the examples declare once the module's tests are done."""
     yield
-    client = Admin()
-    try:
+    with Admin(f"{PREFIX}admin") as client:
         for queue in EXAMPLE_QUEUES:
             client.delete_queue(queue)
         for exchange in EXAMPLE_EXCHANGES:
             client.delete_exchange(exchange)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +225,7 @@ def echo_component(tmp_path_factory: Any, example_names: Any) -> Any:
     with open(out, "wb") as sink:
         child = subprocess.Popen(
             [POSTAGE, "run", "examples.rpc_echo:EchoProcessor", "--name",
-             f"{PREFIX}.tools.echo"], stdout=sink, stderr=subprocess.STDOUT,
+             f"{PREFIX}echo"], stdout=sink, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=ROOT, env=tool_env(), start_new_session=True)
     child.output_path = out  # type: ignore[attr-defined]
     try:

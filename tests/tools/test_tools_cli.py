@@ -76,7 +76,7 @@ def test_rpc_that_no_queue_can_receive_fails_at_once(echo_component, run_tool, t
 
 def test_rpc_timeout_option_ends_an_unanswered_call_with_timeout_error(admin, slow_names,
                                                                         run_tool, tk):
-    admin.declare_queue(slow_names.queue, slow_names.exchange, "k")  # nobody consumes it
+    admin.declare_bound_queue(slow_names.queue, slow_names.exchange, "k")  # nobody consumes it
     start = time.monotonic()
     done = run_tool(tk.POSTAGE, "rpc", slow_names.exchange, "k", "echo", "--timeout", "0.5")
 
@@ -87,7 +87,7 @@ def test_rpc_timeout_option_ends_an_unanswered_call_with_timeout_error(admin, sl
 
 def test_rpc_retries_option_sends_the_request_again_after_each_timeout(admin, slow_names,
                                                                         run_tool, tk):
-    admin.declare_queue(slow_names.queue, slow_names.exchange, "k")  # nobody consumes it
+    admin.declare_bound_queue(slow_names.queue, slow_names.exchange, "k")  # nobody consumes it
     done = run_tool(tk.POSTAGE, "rpc", slow_names.exchange, "k", "echo", "--timeout", "0.3",
                     "--retries", "2")
 
@@ -97,11 +97,11 @@ def test_rpc_retries_option_sends_the_request_again_after_each_timeout(admin, sl
 
 
 def test_send_publishes_a_command_message_with_the_parameters(admin, slow_names, run_tool, tk):
-    admin.declare_queue(slow_names.queue, slow_names.exchange, "k")
+    admin.declare_bound_queue(slow_names.queue, slow_names.exchange, "k")
     done = run_tool(tk.POSTAGE, "send", slow_names.exchange, "k", "hello", "who=world", "n=2")
 
     assert done.returncode == 0, done.stderr
-    body = decode_envelope(admin.get(slow_names.queue))
+    body = decode_envelope(admin.get_body(slow_names.queue))
     assert (body["category"], body["type"], body["name"]) == ("message", "command", "hello")
     assert body["content"] == {"parameters": {"who": "world", "n": 2}}
 

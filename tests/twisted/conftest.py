@@ -1,10 +1,11 @@
 """Fixtures for the Twisted layer's integration tests, against the real RabbitMQ on
 127.0.0.1:5672.
 
-- ``names``: unique exchange / queue / component names for one test (a uuid in each), and
-  everything they name is deleted when the test ends;
-- ``broker``: a small admin client on pika's BlockingConnection (declare, publish raw bytes,
-  basic_get, passive counts) — the test's own eyes on the broker, independent of Postage;
+- ``names``: unique exchange / queue / component names for one test (a uuid in each), under
+  ``postage-test.twisted.``; everything they name is deleted when the test ends;
+- ``broker``: ``brokertools.Admin``, the test's own eyes on the broker (declare, publish raw
+  bytes, basic_get, passive counts), independent of Postage;
+- ``vhost``: ``(name, Admin)``, a vhost of the test's own;
 - ``components``: makes producers, processors and schedulers and stops them all at the end;
 - ``log_events``: every ``twisted.logger`` event emitted during the test;
 - ``proxy``: a TCP proxy to the broker, written with Twisted, that a test can pause or cut;
@@ -19,8 +20,6 @@ Nothing here imports the reactor at module level: the blocking facade's suite ru
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -30,10 +29,18 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol
 
-BROKER_HOST = "127.0.0.1"
-BROKER_PORT = 5672
-PREFIX = "postage-test"
-GUEST = {"host": BROKER_HOST, "user": "guest", "password": "guest"}
+from brokertools import (
+    BROKER_HOST,
+    BROKER_PORT,
+    GUEST,
+    Admin,
+    Names,
+    assert_nothing_left,
+    rabbitmqctl_argv,
+    rabbitmqctl_sync,
+)
+
+PREFIX = "postage-test.twisted."
 
 
 def pytest_ignore_collect(collection_path: Any, config: Any) -> bool | None:
@@ -83,20 +90,14 @@ def within(d: defer.Deferred[Any], seconds: float) -> defer.Deferred[Any]:
     return d.addTimeout(seconds, reactor)
 
 
-# ---- rabbitmqctl ---------------------------------------------------------------------------
-
-def _rabbitmqctl_argv(*args: str) -> list[str]:
-    path = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    sudo = ["sudo", "-n"] if os.getuid() != 0 and shutil.which("sudo") else []
-    return [*sudo, path, *args]
-
+# ---- rabbitmqctl, without blocking the reactor -----------------------------------------------
 
 def rabbitmqctl(*args: str) -> defer.Deferred[str]:
     """Run ``rabbitmqctl -q ARGS`` in a child process; fires with its stdout, errbacks
     when it exits non-zero. The reactor keeps running meanwhile."""
     from twisted.internet import utils  # noqa: PLC0415
 
-    argv = _rabbitmqctl_argv("-q", *args)
+    argv = rabbitmqctl_argv("-q", *args)
 
     def check(result: tuple[bytes, bytes, int]) -> str:
         out, err, code = result
@@ -105,11 +106,6 @@ def rabbitmqctl(*args: str) -> defer.Deferred[str]:
         return out.decode()
 
     return utils.getProcessOutputAndValue(argv[0], argv[1:], env=os.environ).addCallback(check)
-
-
-def rabbitmqctl_sync(*args: str) -> str:
-    return subprocess.run(_rabbitmqctl_argv("-q", *args), check=True, capture_output=True,
-                          text=True, timeout=60).stdout
 
 
 @defer.inlineCallbacks
@@ -153,156 +149,37 @@ def tools() -> Any:
         unacked_count=unacked_count)
 
 
-# ---- unique names, cleaned up ----------------------------------------------------------------
-
-class Names:
-    """Unique names for one test; what they name is deleted at the end of the test."""
-
-    def __init__(self, test_name: str) -> None:
-        self.uid = uuid.uuid4().hex[:10]
-        self.test = test_name[:40]
-        self.queues: list[str] = []
-        self.exchanges: list[str] = []
-        self.vhosts: list[str] = []
-
-    def _name(self, kind: str, label: str) -> str:
-        return f"{PREFIX}.{self.test}.{self.uid}.{kind}.{label}"
-
-    def queue(self, label: str = "q") -> str:
-        name = self._name("q", label)
-        self.queues.append(name)
-        return name
-
-    def exchange(self, label: str = "x") -> str:
-        name = self._name("x", label)
-        self.exchanges.append(name)
-        return name
-
-    def component(self, label: str = "c") -> str:
-        """A component's (fingerprint's) name: also its connection's client-provided name."""
-        return f"{PREFIX}.{self.test}.{self.uid}.{label}"
-
-    def exchange_class(self, label: str = "x", exchange_type: str = "direct") -> type:
-        """A fresh ``Exchange`` subclass with a unique name (auto-delete, not durable)."""
-        from postage import Exchange  # noqa: PLC0415
-
-        return type(f"Exchange_{label}", (Exchange,), {
-            "name": self.exchange(label), "exchange_type": exchange_type,
-            "durable": False, "auto_delete": True})
-
-
-@pytest.fixture
-def names(request: Any, broker: Broker) -> Any:
-    names = Names(request.node.name.replace("[", "-").replace("]", ""))
-    yield names
-    for queue in names.queues:
-        broker.delete_queue(queue)
-    for exchange in names.exchanges:
-        broker.delete_exchange(exchange)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind() -> Any:
-    """After the run, no queue or exchange made by these tests is left on the broker."""
-    yield
-    queues = [q for q in rabbitmqctl_sync("list_queues", "name").split() if PREFIX in q]
-    exchanges = [x for x in rabbitmqctl_sync("list_exchanges", "name").split() if PREFIX in x]
-    assert not queues and not exchanges, f"left on the broker: {queues + exchanges}"
-
-
-# ---- the test's own admin client -----------------------------------------------------------
-
-class Broker:
-    """Plain pika BlockingConnection: what the test uses to look at the broker."""
-
-    def __init__(self, vhost: str = "/") -> None:
-        self.vhost = vhost
-        self._connection: Any = None
-        self._channel: Any = None
-
-    @property
-    def channel(self) -> Any:
-        import pika  # noqa: PLC0415
-
-        if self._connection is None or not self._connection.is_open:
-            self._connection = pika.BlockingConnection(pika.ConnectionParameters(
-                BROKER_HOST, BROKER_PORT, self.vhost, heartbeat=0,
-                client_properties={"connection_name": f"{PREFIX}.admin"}))
-            self._channel = None
-        if self._channel is None or not self._channel.is_open:
-            self._channel = self._connection.channel()
-        return self._channel
-
-    def declare_queue(self, name: str, **flags: Any) -> str:
-        self.channel.queue_declare(name, **flags)
-        return name
-
-    def declare_exchange(self, name: str, exchange_type: str = "direct") -> str:
-        self.channel.exchange_declare(name, exchange_type, durable=False)
-        return name
-
-    def bind(self, queue: str, exchange: str, key: str) -> None:
-        self.channel.queue_bind(queue, exchange, routing_key=key)
-
-    def publish(self, exchange: str, key: str, body: bytes | str, **properties: Any) -> None:
-        import pika  # noqa: PLC0415
-
-        self.channel.basic_publish(exchange, key, body, pika.BasicProperties(**properties))
-
-    def get(self, queue: str) -> tuple[Any, Any, bytes] | None:
-        """One message (auto-acked), or None when the queue is empty now."""
-        method, properties, body = self.channel.basic_get(queue, auto_ack=True)
-        return None if method is None else (method, properties, body)
-
-    def message_count(self, queue: str) -> int:
-        return self.channel.queue_declare(queue, passive=True).method.message_count
-
-    def consumer_count(self, queue: str) -> int:
-        return self.channel.queue_declare(queue, passive=True).method.consumer_count
-
-    def _exists(self, declare: Callable[[Any], Any]) -> bool:
-        from pika.exceptions import ChannelClosedByBroker  # noqa: PLC0415
-
-        try:
-            declare(self.channel)
-        except ChannelClosedByBroker:
-            return False
-        return True
-
-    def queue_exists(self, name: str) -> bool:
-        return self._exists(lambda ch: ch.queue_declare(name, passive=True))
-
-    def exchange_exists(self, name: str) -> bool:
-        return self._exists(lambda ch: ch.exchange_declare(name, passive=True))
-
-    def delete_queue(self, name: str) -> None:
-        self.channel.queue_delete(name)
-
-    def delete_exchange(self, name: str) -> None:
-        self.channel.exchange_delete(name)
-
-    def close(self) -> None:
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
-
+# ---- the broker as the test sees it; unique names, cleaned up ------------------------------
 
 @pytest.fixture
 def broker() -> Any:
-    admin = Broker()
-    yield admin
-    admin.close()
+    with Admin(f"{PREFIX}admin") as admin:
+        yield admin
 
 
 @pytest.fixture
 def vhost() -> Any:
-    """``(name, Broker)``: a vhost of its own, guest allowed on it, deleted afterwards."""
-    name = f"{PREFIX}-vhost-{uuid.uuid4().hex[:10]}"
+    """``(name, Admin)``: a vhost of its own, guest allowed on it, deleted afterwards."""
+    name = f"{PREFIX}vhost-{uuid.uuid4().hex[:10]}"
     rabbitmqctl_sync("add_vhost", name)
     rabbitmqctl_sync("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    admin = Broker(vhost=name)
-    yield name, admin
-    admin.close()
+    with Admin(f"{PREFIX}admin", vhost=name) as admin:
+        yield name, admin
     rabbitmqctl_sync("delete_vhost", name)
+
+
+@pytest.fixture
+def names(request: Any, broker: Admin) -> Any:
+    made = Names(PREFIX, request.node.name)
+    yield made
+    made.delete(broker)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Any:
+    """After the run, no queue or exchange named by these tests is left on the broker."""
+    yield
+    assert_nothing_left(PREFIX)
 
 
 # ---- components, stopped at the end -----------------------------------------------------------

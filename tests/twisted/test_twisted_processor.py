@@ -420,3 +420,28 @@ def test_restart_acks_stops_then_re_executes_the_command_line(components, broker
     yield tools.wait_for(lambda: executed, what="the exec")
     assert executed == [(sys.executable, [sys.executable, *sys.argv])]
     assert broker.message_count(work_queue) == 0  # acked before the exec
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_gives_up_waiting_for_a_hung_handler_after_stop_timeout(components, names,
+                                                                      broker, tools):
+    """Every Deferred ends: a handler that never finishes holds stop() for stop_timeout
+    only; its message stays unacked, so the broker delivers it again."""
+    exchange = names.exchange_class()
+    queue = names.queue()
+
+    class Hung(MessageProcessor):
+        stop_timeout = 0.3
+
+        @MessageHandler("command", "hang")
+        def hang(self, content):
+            return defer.Deferred()  # never fires
+
+    processor = components.processor(Hung, eqk=[(exchange, [(queue, "k")])])
+    yield processor.start()
+    producer = components.producer(eks=[(exchange, "k")])
+    yield producer.message_hang()
+    yield tools.wait_for(lambda: processor._in_flight == 1, what="the handler to start")
+    yield tools.within(processor.stop(), 5)
+    count = yield tools.wait_for(lambda: broker.message_count(queue), what="the redelivery")
+    assert count == 1

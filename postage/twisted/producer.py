@@ -398,7 +398,9 @@ class GenericProducer:
         while low < self._next_tag and low not in unconfirmed:
             low += 1
         self._low_tag = low
-        if self._backlog:
+        # Refill the window in bursts, not one publish per ack: the broker then confirms
+        # many at once (multiple=True), one frame for hundreds of messages.
+        if self._backlog and len(unconfirmed) <= self.max_unconfirmed // 2:
             self._flush()
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from postage import PostageError
-
-__all__ = ["main"]
+__all__ = ["EXIT_BROKER", "EXIT_RESULT_ERROR", "EXIT_USAGE", "main"]
 
 EXIT_RESULT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # as argparse
 EXIT_BROKER = 3
-
 
 def parse_parameters(items: list[str]) -> dict[str, Any]:
     """``["n=3", "who=world"]`` → ``{"n": 3, "who": "world"}``."""
@@ -70,109 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _call(args: argparse.Namespace) -> int:
-    import os  # noqa: PLC0415
-
-    from twisted.internet import defer, task  # noqa: PLC0415
-
-    from postage.twisted import GenericProducer  # noqa: PLC0415
-
-    if args.url:
-        os.environ["POSTAGE_RMQ_URL"] = args.url
-    parameters = parse_parameters(args.parameters)
-    status = [0]
-
-    @defer.inlineCallbacks
-    def run(reactor: Any) -> Any:
-        producer = GenericProducer(vhost=args.vhost, reactor=reactor, connect_timeout=5)
-        try:
-            yield producer.ready
-            options = {"_eks": [(args.exchange, args.key)]}
-            if args.action == "send":
-                yield producer.send(args.command, parameters, **options, _mandatory=True)
-                return
-            result = yield producer.call(args.command, parameters, _timeout=args.timeout,
-                                         _max_retry=args.retries, **options)
-            if result:
-                sys.stdout.write(json.dumps(result.value) + "\n")
-            else:
-                sys.stderr.write(f"postage: {result.value or 'error'}: {result.message}\n")
-                status[0] = EXIT_RESULT_ERROR
-        finally:
-            yield producer.close()
-
-    try:
-        task.react(lambda reactor: run(reactor).addErrback(_report, status), [])
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
-    return status[0]
-
-
-def _report(failure: Any, status: list[int]) -> None:
-    from postage.errors import BrokerConnectionError, UnroutableError  # noqa: PLC0415
-
-    error = failure.value
-    if isinstance(error, UnroutableError):
-        sys.stderr.write("postage: the message was returned: no queue is bound for that "
-                         "exchange and key (is the component running?)\n")
-        status[0] = EXIT_RESULT_ERROR
-    elif isinstance(error, BrokerConnectionError):
-        sys.stderr.write(f"postage: {error}\n")
-        status[0] = EXIT_BROKER
-    elif isinstance(error, PostageError):  # e.g. the broker closed the channel: no exchange
-        sys.stderr.write(f"postage: {error}\n")
-        status[0] = EXIT_RESULT_ERROR
-    elif isinstance(error, ValueError | TypeError):
-        sys.stderr.write(f"postage: {error}\n")
-        status[0] = EXIT_USAGE
-    else:
-        failure.raiseException()
-
-
-def _run(args: argparse.Namespace) -> int:
-    from twisted.logger import (  # noqa: PLC0415
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-    from twisted.python import usage  # noqa: PLC0415
-
-    from postage.config import debug_mode  # noqa: PLC0415
-    from postage.twisted.logs import LEVELS  # noqa: PLC0415
-    from postage.twisted.service import Options, makeService  # noqa: PLC0415
-
-    options = Options()
-    try:
-        options.parseOptions(["--processor", args.processor, *args.options])
-        service = makeService(options)
-    except usage.UsageError as exc:
-        sys.stderr.write(f"postage run: {exc}\n")
-        return EXIT_USAGE
-    from twisted.internet import reactor  # noqa: PLC0415
-
-    level = LEVELS[options["log-level"] or ("debug" if debug_mode() else "info")]
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    # one line per broker connection is Twisted's chatter, not the operator's business
-    if level in (LogLevel.debug, LogLevel.info):
-        predicate.setLogLevelForNamespace("twisted.internet.endpoints", LogLevel.warn)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    reactor.callWhenRunning(service.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
-    return service.exit_code
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``postage`` console script."""
     args = _parser().parse_args(argv)
     try:
+        from postage.twisted import commands  # noqa: PLC0415 - Twisted only when running
+
         if args.action == "run":
-            return _run(args)
-        return _call(args)
+            return commands.run(args.processor, args.options)
+        if args.url:
+            os.environ["POSTAGE_RMQ_URL"] = args.url
+        return commands.call(args.action, args.exchange, args.key, args.command,
+                             parse_parameters(args.parameters), vhost=args.vhost,
+                             timeout=getattr(args, "timeout", None),
+                             retries=getattr(args, "retries", 0))
     except argparse.ArgumentTypeError as exc:
         sys.stderr.write(f"postage: {exc}\n")
         return EXIT_USAGE

@@ -312,11 +312,16 @@ class GenericProducer:
     def _make_properties(self, **extra: Any) -> Any:
         return BasicProperties(content_type=self.encoder.content_type, **extra)
 
-    def _builder(self, kind: str, name: str) -> Any:
-        """``build_<kind>_<name>`` when the class defines it (looked up on the class: a miss
-        on the instance would go through ``__getattr__`` and raise, on every call)."""
+    def _build(self, kind: str, command: type[MessageCommand], name: str,
+               args: tuple[Any, ...], kwds: dict[str, Any]) -> Message:
+        """The message of ``message_NAME()`` / ``rpc_NAME()``: what ``build_<kind>_NAME``
+        returns when the class defines one, else a ``command`` named NAME. (The builder is
+        looked up on the class: a miss on the instance would go through ``__getattr__`` and
+        raise, on every call.)"""
         attr = f"build_{kind}_{name}"
-        return getattr(self, attr) if hasattr(type(self), attr) else None
+        if hasattr(type(self), attr):
+            return getattr(self, attr)(*args, **kwds)
+        return command(name, command_parameters(name, args, kwds))
 
     def _publish(self, exchange: str, key: str, body: str | bytes, properties: Any,
                  mandatory: bool, want_confirm: bool = True) -> defer.Deferred[None] | None:
@@ -474,11 +479,7 @@ class GenericProducer:
         """``message_NAME(...)``: build (``build_message_NAME``) or make a command, publish."""
         try:
             options = split_options(kwds)
-            builder = self._builder("message", name)
-            if builder is not None:
-                message = builder(*args, **kwds)
-            else:
-                message = MessageCommand(name, command_parameters(name, args, kwds))
+            message = self._build("message", MessageCommand, name, args, kwds)
             return self._send_body(self._encode(message), options)
         except (PostageError, ValueError, TypeError):
             return defer.fail()
@@ -506,12 +507,7 @@ class GenericProducer:
         unroutable call or a lost connection), or with a queue name for ``_queue_only``."""
         try:
             options = split_options(kwds)
-            builder = self._builder("rpc", name)
-            if builder is not None:
-                message = builder(*args, **kwds)
-            else:
-                message = RpcCommand(name, command_parameters(name, args, kwds))
-            payload = self._encode(message)
+            payload = self._encode(self._build("rpc", RpcCommand, name, args, kwds))
             targets = self._targets(options)
         except (PostageError, ValueError, TypeError):
             return defer.fail()

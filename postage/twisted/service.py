@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
-import random
 import sys
 from typing import Any
 
@@ -23,15 +22,13 @@ from twisted.python import usage
 
 from postage.errors import AuthenticationError, BrokerConnectionError, VirtualHostError
 from postage.fingerprint import Fingerprint
+from postage.twisted.connection import Backoff
 from postage.twisted.logs import LEVELS, PostageLogger, set_level
 from postage.twisted.scheduler import MicroScheduler
 
 __all__ = ["Options", "PostageService", "load_class", "makeService"]
 
 log = PostageLogger()
-
-BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
 
 
 def load_class(path: str) -> type:
@@ -98,7 +95,7 @@ class PostageService(service.Service):
         self.exit_code = 0
         self.scheduler: MicroScheduler | None = None
         self._retry: Any = None
-        self._delay = BACKOFF_START
+        self.backoff = Backoff()  # for the first connection; sessions have their own
         self._stopping = False
 
     def startService(self) -> None:
@@ -126,7 +123,7 @@ class PostageService(service.Service):
 
     def _started(self, _: Any) -> None:
         log.info("consuming: {names}", names=", ".join(cls.__name__ for cls in self.classes))
-        self._delay = BACKOFF_START
+        self.backoff.reset()
 
     def _ended(self, _: Any) -> None:
         if not self._stopping:
@@ -142,9 +139,8 @@ class PostageService(service.Service):
             log.critical("cannot run: {error}", error=error)
             self._exit_with(1)
             return
-        delay = self._delay * random.uniform(0.8, 1.2)
+        delay = self.backoff.next()
         log.warn("{error}; connecting again in {delay:.1f}s", error=error, delay=delay)
-        self._delay = min(self._delay * 2, BACKOFF_MAX)
         self._retry = self.reactor.callLater(delay, self._run)
 
     def _exit_with(self, code: int) -> None:

@@ -71,7 +71,7 @@ class GenericConsumer:
         self._on_delivery: OnDelivery | None = None
         self._consumers: dict[str, str] = {}  # queue -> consumer tag
         # fires if the consumer gives up (a wrong password or vhost when reconnecting)
-        self.lost: defer.Deferred[BrokerConnectionError] = defer.Deferred()
+        self.gave_up: defer.Deferred[BrokerConnectionError] = defer.Deferred()
         self._session = Session(self.settings, self.reactor, name, self._on_connected,
                                 self._on_connection_lost, self._give_up)
 
@@ -109,8 +109,8 @@ class GenericConsumer:
     def _give_up(self, error: BrokerConnectionError) -> None:
         self.channel = None
         self._consumers.clear()
-        if not self.lost.called:
-            self.lost.callback(error)
+        if not self.gave_up.called:
+            self.gave_up.callback(error)
 
     @defer.inlineCallbacks
     def _consume(self, queue: str) -> Any:

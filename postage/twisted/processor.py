@@ -73,9 +73,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self.encoder = self.consumer.encoder
         self.dispatch = (type(self).dispatch_table if self.remote_control
                          else type(self).dispatch_table.without(_BUILTINS))
-        self.scheduler: Any = None  # set by the scheduler that runs this processor
         self.quit_requested = False
-        self.connection_error: Exception | None = None  # why it stopped, when it was lost
+        self.connection_error: Exception | None = None  # why its consumer gave up
         self._in_flight = 0
         self._idle: list[defer.Deferred[None]] = []
         self._running = False
@@ -93,7 +92,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             self._running = True
             self._started = OneShot()
             d = self.consumer.start(self._on_delivery)
-            self.consumer.lost.addCallback(self._on_connection_lost)
+            self.consumer.gave_up.addCallback(self._on_gave_up)
             d.addCallback(lambda _: self).addBoth(self._started.fire)
         return self._started.when()
 
@@ -137,7 +136,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         if self._after_stop is not None:
             self._after_stop()
 
-    def _on_connection_lost(self, error: Exception) -> None:
+    def _on_gave_up(self, error: Exception) -> None:
+        # the consumer reconnects by itself; it gives up only when retrying cannot help
         if self._running:
             log.error("{name} stops: {error}", name=type(self).__name__, error=error)
             self.connection_error = error

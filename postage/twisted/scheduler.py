@@ -32,8 +32,8 @@ def _is_processor(thread: Any) -> bool:
 class MicroScheduler(PureMicroScheduler):
     """``start()`` returns a Deferred that fires when the scheduler ends: on
     ``ExitScheduler``, a processor's ``quit``, :meth:`stop`, or — with ``autoquit`` — when
-    no thread is left. It errbacks when a processor cannot start or loses its connection
-    (every other thread is stopped first)."""
+    no thread is left. It errbacks when a processor cannot start, or gives up reconnecting
+    (a password or vhost that stopped working); every other thread is stopped first."""
 
     interval = 0.01
 
@@ -49,8 +49,6 @@ class MicroScheduler(PureMicroScheduler):
 
     def add_microthread(self, microthread: MicroThread) -> None:
         super().add_microthread(microthread)
-        if _is_processor(microthread):
-            microthread.scheduler = self
         if self._done is not None:
             self._launch(microthread)
 
@@ -108,7 +106,7 @@ class MicroScheduler(PureMicroScheduler):
         self._remove(thread)
         error = getattr(thread, "connection_error", None)
         if error is not None:
-            self._end(Failure(error))  # whoever runs us (the twistd service) reconnects
+            self._end(Failure(error))  # whoever runs us decides (the twistd service exits)
         elif quit_requested:
             self.stop()
         else:

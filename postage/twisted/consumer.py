@@ -97,10 +97,26 @@ class GenericConsumer:
         """Declare the whole topology and consume every queue: at start and after each
         reconnection (deliveries unacked on the lost connection come back from the broker)."""
         self.connection = connection
-        self.channel = yield connection.channel()
-        yield self.topology.declare(self.channel)
+        self.channel = channel = yield connection.channel()
+        channel.twisted.on_closed.addCallback(self._on_channel_closed, channel)
+        yield self.topology.declare(channel)
         for queue in self.topology.queues:
             yield self._consume(queue)
+
+    def _on_channel_closed(self, reason: Any, channel: Channel) -> None:
+        """The broker closed the channel but not the connection (a channel error): open
+        a new channel and consume again, rather than go silently deaf."""
+        if channel is not self.channel or self._session.closing:
+            return
+        self.channel = None
+        self._consumers.clear()
+        connection = self.connection
+        if connection is None or not connection.is_open:
+            return  # the session reconnects
+        log.warn("the broker closed the consumer's channel ({reason}): opening a new one",
+                 reason=reason)
+        self._on_connected(connection).addErrback(
+            lambda failure: log.error("cannot consume again: {error}", error=failure.value))
 
     def _on_connection_lost(self, error: BrokerConnectionError) -> None:
         self.channel = None
@@ -187,7 +203,8 @@ class GenericConsumer:
         """Stop consuming and close the channel and the connection."""
         try:
             yield self.stop_consuming()
-            if self.channel is not None:
-                yield self.channel.close()
+            channel, self.channel = self.channel, None  # (its closing is ours: no reopening)
+            if channel is not None:
+                yield channel.close()
         finally:
             yield self._session.close()

@@ -345,3 +345,32 @@ def test_a_failed_queue_bind_errbacks_and_the_processor_keeps_consuming(componen
     broker.publish(exchange.name, "a", command("note", after="the failed bind"))
     yield tools.wait_for(lambda: processor.notes, what="the note")
     assert processor.notes == [{"after": "the failed bind"}]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_consumer_whose_channel_the_broker_closed_consumes_again(components, names, broker,
+                                                                   tools):
+    """A channel error (here: an ack of a delivery tag the broker never sent) closes the
+    channel, not the connection; the consumer opens a new channel and goes on."""
+    from postage import MessageHandler
+    from postage.twisted import MessageProcessor
+
+    exchange = names.exchange_class()
+    queue = names.queue()
+    got = []
+
+    class Collector(MessageProcessor):
+        @MessageHandler("command", "note")
+        def note(self, content):
+            got.append(content["parameters"])
+
+    processor = components.processor(Collector, eqk=[(exchange, [(queue, "k")])])
+    yield processor.start()
+    first = processor.consumer.channel
+    first.impl.basic_ack(424242)  # PRECONDITION_FAILED - unknown delivery tag
+    yield tools.wait_for(lambda: processor.consumer.channel not in (None, first)
+                         and processor.consumer.consuming, what="a new channel")
+    producer = components.producer(eks=[(exchange, "k")])
+    yield producer.message_note(n=1)
+    yield tools.wait_for(lambda: got, what="the message")
+    assert got == [{"n": 1}]

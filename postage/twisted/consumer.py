@@ -99,6 +99,7 @@ class GenericConsumer:
         self.connection = connection
         self.channel = channel = yield connection.channel()
         channel.twisted.on_closed.addCallback(self._on_channel_closed, channel)
+        channel.impl.add_on_cancel_callback(self._on_cancelled)
         yield self.topology.declare(channel)
         for queue in self.topology.queues:
             yield self._consume(queue)
@@ -117,6 +118,30 @@ class GenericConsumer:
                  reason=reason)
         self._on_connected(connection).addErrback(
             lambda failure: log.error("cannot consume again: {error}", error=failure.value))
+
+    def _on_cancelled(self, frame: Any) -> None:
+        """The broker cancelled one of our consumers: its queue was deleted (or, for a
+        replicated queue, its node failed). Declare the queue and its bindings again, and
+        consume it again."""
+        tag = frame.method.consumer_tag
+        queue = next((queue for queue, each in self._consumers.items() if each == tag), None)
+        if queue is None:
+            return
+        del self._consumers[queue]
+        log.warn("the broker cancelled the consumer of {queue!r}: declaring it again",
+                 queue=queue)
+        self._declare_queue(queue).addErrback(
+            lambda failure: log.error("cannot consume {queue!r} again: {error}", queue=queue,
+                                      error=failure.value))
+
+    @defer.inlineCallbacks
+    def _declare_queue(self, queue: str) -> Any:
+        channel = self.channel
+        yield channel.queue_declare(queue, **self.topology.queues[queue])
+        for exchange, bound, key in self.topology.bindings:
+            if bound == queue and exchange:
+                yield channel.queue_bind(queue, exchange, routing_key=key)
+        yield self._consume(queue)
 
     def _on_connection_lost(self, error: BrokerConnectionError) -> None:
         self.channel = None

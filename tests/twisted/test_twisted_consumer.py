@@ -374,3 +374,28 @@ def test_a_consumer_whose_channel_the_broker_closed_consumes_again(components, n
     yield producer.message_note(n=1)
     yield tools.wait_for(lambda: got, what="the message")
     assert got == [{"n": 1}]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_consumer_whose_queue_was_deleted_declares_it_again_and_consumes(
+        components, names, broker, tools):
+    from postage import MessageHandler
+    from postage.twisted import MessageProcessor
+
+    exchange = names.exchange_class()
+    queue = names.queue()
+    got = []
+
+    class Collector(MessageProcessor):
+        @MessageHandler("command", "note")
+        def note(self, content):
+            got.append(content["parameters"])
+
+    processor = components.processor(Collector, eqk=[(exchange, [(queue, "k")])])
+    yield processor.start()
+    broker.delete_queue(queue)
+    yield tools.wait_for(lambda: broker.consumer_count(queue) == 1, what="the queue back")
+    producer = components.producer(eks=[(exchange, "k")])
+    yield producer.message_note(n=2)
+    yield tools.wait_for(lambda: got, what="the message")
+    assert got == [{"n": 2}]

@@ -347,24 +347,28 @@ def test_a_failed_queue_bind_errbacks_and_the_processor_keeps_consuming(componen
     assert processor.notes == [{"after": "the failed bind"}]
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_consumer_whose_channel_the_broker_closed_consumes_again(components, names, broker,
-                                                                   tools):
-    """A channel error (here: an ack of a delivery tag the broker never sent) closes the
-    channel, not the connection; the consumer opens a new channel and goes on."""
+def collector(got):
+    """A processor class that appends the parameters of each ``note`` command to ``got``."""
     from postage import MessageHandler
     from postage.twisted import MessageProcessor
-
-    exchange = names.exchange_class()
-    queue = names.queue()
-    got = []
 
     class Collector(MessageProcessor):
         @MessageHandler("command", "note")
         def note(self, content):
             got.append(content["parameters"])
 
-    processor = components.processor(Collector, eqk=[(exchange, [(queue, "k")])])
+    return Collector
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_consumer_whose_channel_the_broker_closed_consumes_again(components, names, broker,
+                                                                   tools):
+    """A channel error (here: an ack of a delivery tag the broker never sent) closes the
+    channel, not the connection; the consumer opens a new channel and goes on."""
+    exchange = names.exchange_class()
+    queue = names.queue()
+    got = []
+    processor = components.processor(collector(got), eqk=[(exchange, [(queue, "k")])])
     yield processor.start()
     first = processor.consumer.channel
     first.impl.basic_ack(424242)  # PRECONDITION_FAILED - unknown delivery tag
@@ -379,19 +383,10 @@ def test_a_consumer_whose_channel_the_broker_closed_consumes_again(components, n
 @pytest_twisted.inlineCallbacks
 def test_a_consumer_whose_queue_was_deleted_declares_it_again_and_consumes(
         components, names, broker, tools):
-    from postage import MessageHandler
-    from postage.twisted import MessageProcessor
-
     exchange = names.exchange_class()
     queue = names.queue()
     got = []
-
-    class Collector(MessageProcessor):
-        @MessageHandler("command", "note")
-        def note(self, content):
-            got.append(content["parameters"])
-
-    processor = components.processor(Collector, eqk=[(exchange, [(queue, "k")])])
+    processor = components.processor(collector(got), eqk=[(exchange, [(queue, "k")])])
     yield processor.start()
     broker.delete_queue(queue)
     yield tools.wait_for(lambda: broker.consumer_count(queue) == 1, what="the queue back")

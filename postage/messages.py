@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 ENVELOPE_VERSION = 2
-CATEGORIES = frozenset({"message", "rpc"})
 _DEFAULT_ENCODER = JsonEncoder()
 
 

@@ -191,8 +191,7 @@ class GenericProducer:
         if self._down is not None:
             log.info("reconnected; sending {n} waiting publishes", n=len(self._backlog))
         self._down = None
-        self._fire_ready(None)
-        self._flush()
+        self._channels_open()
 
     def _give_up_failure(self, failure: Any) -> None:
         self._give_up(failure.value)
@@ -256,9 +255,11 @@ class GenericProducer:
             log.warn("{error}; opening a new channel", error=error)
             if self._ready_waiters is None:
                 self._ready_waiters = []  # `ready` waits for the new channel
-            self._open_channels().addCallbacks(self._reopened, self._give_up_failure)
+            self._open_channels().addCallbacks(self._channels_open, self._give_up_failure)
 
-    def _reopened(self, _: Any) -> None:
+    def _channels_open(self, _: Any = None) -> None:
+        """Every channel is open again: whoever waited for `ready`, and what waited to be
+        published, go on."""
         self._fire_ready(None)
         self._flush()
 

@@ -57,6 +57,11 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.5",
         ],
+        # scripts/docs: the documentation site (docs/), built with warnings as errors.
+        "docs": [
+            "sphinx>=8.1,<10",
+            "furo>=2024.8.6",
+        ],
     },
     entry_points={
         "console_scripts": [

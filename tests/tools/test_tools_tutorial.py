@@ -123,3 +123,15 @@ def test_every_command_of_the_tutorial_prints_what_the_page_shows(tmp_path, admi
             end(greeter)
         admin.delete_queue(f"{exchange}.greeter")
         admin.delete_exchange(exchange)
+
+
+def test_the_twisted_example_of_the_testing_guide_passes():
+    """docs/howto/testing.rst includes docs/howto/test_twisted_component.py: run it as the
+    guide says (pytest with pytest-twisted), from the checkout."""
+    example = ROOT / "docs" / "howto" / "test_twisted_component.py"
+    env = reader_env()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(example)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert normalized(done.stdout.splitlines())[-1] == "2 passed in Ns", done.stdout

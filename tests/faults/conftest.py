@@ -49,7 +49,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 class Figures:
     """What one test measured; ``add(label, n_published=..., ...)`` keeps an ordered line
-    ``<test> [label]: 5000 published, 7 cuts, 0 lost, 3 duplicates``."""
+    ``<test function> [label]: 5000 published, 7 cuts, 0 lost, 3 duplicates``."""
 
     def __init__(self, test: str) -> None:
         self.test = test
@@ -71,7 +71,7 @@ def _number(value: Any) -> str:
 
 @pytest.fixture
 def figures(request: Any) -> Figures:
-    return Figures(request.node.name)
+    return Figures(request.node.originalname)
 
 
 # ---- time ----------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ the ways networks do, on connections the test owns only:
   firewall that forgets the connection does);
 - ``pause()`` / ``resume()``: a half-open link; both sockets stay open but nothing is
   relayed either way (the proxy stops reading, so the peers' data piles up in the kernel's
-  buffers and then in theirs, as behind a dead route);
+  buffers and then in theirs, as behind a dead route), and a close by one peer does not
+  reach the other; ``pause(also_new=False)`` leaves new connections working (a route that
+  died for the old connection only, as a lost NAT entry does);
 - ``blackhole("to_broker" | "to_client" | None)``: what goes one way is read and dropped,
   so the sender never learns that it is lost;
 - ``stairway(first, factor)``: every relayed connection is reset exactly when it has
@@ -56,6 +58,8 @@ class _Pair(protocol.Protocol):
         self.carried = 0  # bytes relayed both ways, for the stairway
         self.offset = proxy.next_offset
         self.gone = False
+        self.paused = False
+        self.side_lost = False  # one peer closed while paused: the other is not told yet
 
     # -- set-up
 
@@ -81,6 +85,7 @@ class _Pair(protocol.Protocol):
         if not self.proxy.paused:
             self.transport.resumeProducing()
         else:
+            self.paused = True
             upstream.transport.pauseProducing()
 
     def _failed(self, _failure: Any) -> None:
@@ -117,12 +122,17 @@ class _Pair(protocol.Protocol):
     # -- pausing
 
     def pause(self) -> None:
+        self.paused = True
         self.transport.pauseProducing()
         if self.upstream is not None:
             self.upstream.transport.pauseProducing()
 
     def resume(self) -> None:
-        if self.upstream is not None:  # (before that, _linked resumes)
+        self.paused = False
+        if self.side_lost:  # what a peer did meanwhile reaches the other one now
+            self.close("fin")
+            self.proxy.forget(self)
+        elif self.upstream is not None:  # (before that, _linked resumes)
             self.transport.resumeProducing()
             self.upstream.transport.resumeProducing()
 
@@ -144,7 +154,11 @@ class _Pair(protocol.Protocol):
                 transport.abortConnection()
 
     def lost(self, _side: Any) -> None:
-        """One side closed by itself: close the other (a FIN, as a relay does)."""
+        """One side closed by itself: close the other (a FIN, as a relay does); while paused,
+        the other side is not told (a dead route carries no FIN either)."""
+        if self.paused and not self.gone:
+            self.side_lost = True
+            return
         self.close("fin")
         self.proxy.forget(self)
 
@@ -229,9 +243,10 @@ class Proxy(protocol.Factory):
         if pair in self.pairs:
             self.pairs.remove(pair)
 
-    def pause(self) -> None:
-        """Half-open: relay nothing either way, keep every socket open."""
-        self.paused = True
+    def pause(self, also_new: bool = True) -> None:
+        """Half-open: relay nothing either way, keep every socket open. With ``also_new``
+        false, connections made from now on are relayed as usual."""
+        self.paused = also_new
         for pair in self.live:
             pair.pause()
 

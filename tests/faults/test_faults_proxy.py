@@ -113,6 +113,26 @@ async def test_pause_relays_nothing_until_resumed_and_keeps_the_link(relay, tool
 
 
 @pytest_twisted.ensureDeferred
+async def test_pause_of_the_current_links_only_leaves_new_ones_working(relay, tools):
+    proxy, server = relay
+    old = await connect(proxy)
+    proxy.pause(also_new=False)
+    new = await connect(proxy)
+    new.transport.write(b"new")
+    await tools.wait_for(lambda: new.received == b"new", 10, what="the echo on the new link")
+    old.transport.write(b"old")
+    # the server closes the old link: while paused, the client is not told
+    server.connections[0].transport.loseConnection()
+    await tools.wait_for(lambda: not server.connections[0].transport.connected, 10,
+                         what="the server side closed")
+    await tools.sleep(0.3)
+    held = old.lost.called
+    proxy.resume()  # now the close gets through
+    await tools.within(old.lost, 10)
+    assert not held and old.received == b"" and server.connections[0].received == b""
+
+
+@pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("direction", ["to_broker", "to_client"])
 async def test_blackhole_drops_one_direction(relay, tools, direction):
     proxy, server = relay

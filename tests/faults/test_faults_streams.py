@@ -132,3 +132,63 @@ async def test_a_processor_consuming_through_cuts_handles_every_message(
     assert proxy.cuts >= 3, "the stream ended before the faults did anything"
     assert set(processor.handled) == set(range(STREAM))
     assert left == 0, f"{left} messages were handled but never acked"
+
+
+BAD_EVERY = 250  # one refused publish in so many, in a stream of BAD_STREAM
+BAD_STREAM = 2000
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("bad", [
+    pytest.param("missing-exchange", marks=pytest.mark.xfail(strict=True, reason=(
+        "defect 3: one publish to a missing exchange closes the channel and fails every "
+        "unconfirmed publish on it, although the broker took them"))),
+    pytest.param("key-over-255-bytes", marks=pytest.mark.xfail(strict=True, reason=(
+        "defect 2: a publish pika refuses on the spot has taken a delivery tag: confirms "
+        "then resolve the wrong publishes and the raw pika error escapes send()"))),
+])
+async def test_refused_publishes_in_a_stream_fail_alone(bad, components, names, broker, tools,
+                                                        figures):
+    """Each refused publish fails by itself; every other one is confirmed and arrives."""
+    queue = names.queue("stream")
+    broker.declare_queue(queue, durable=True)
+    producer = components.producer()
+    await tools.within(producer.ready, 30)
+    outcomes: dict[int, str] = {}
+    sent = []
+    for n in range(BAD_STREAM):
+        refused = n % BAD_EVERY == BAD_EVERY // 2
+        try:
+            if not refused:
+                d = producer.message_item({"n": n}, _key=queue)
+            elif bad == "missing-exchange":
+                d = producer.message_item({"n": n}, _eks=[(names.exchange("missing"), "k")])
+            else:
+                d = producer.message_item({"n": n}, _key="k" * 300)
+        except Exception as exc:  # noqa: BLE001 - a raise instead of a failed Deferred
+            outcomes[n] = f"raised {type(exc).__name__}"
+            continue
+        sent.append(d.addCallbacks(
+            lambda _, n=n: outcomes.__setitem__(n, "confirmed"),
+            lambda failure, n=n: outcomes.__setitem__(n, failure.type.__name__)))
+    try:
+        await tools.wait_for(lambda: len(outcomes) == BAD_STREAM, 15,
+                             what="every publish to end")
+    except AssertionError:
+        pass  # counted below as never_ended
+    never_ended = BAD_STREAM - len(outcomes)
+    arrived = Counter(tools.parameters(body)["n"] for _, body in await tools.drain(queue))
+    refused = {n for n in range(BAD_STREAM) if n % BAD_EVERY == BAD_EVERY // 2}
+    good_failed = [n for n, outcome in outcomes.items()
+                   if n not in refused and outcome != "confirmed"]
+    bad_confirmed = [n for n in refused if outcomes.get(n) == "confirmed"]
+    lost = [n for n, outcome in outcomes.items() if outcome == "confirmed" and n not in arrived]
+    figures.add(bad, published=BAD_STREAM, refused=len(refused),
+                good_ones_failed=len(good_failed), refused_ones_confirmed=len(bad_confirmed),
+                raised=sum(1 for o in outcomes.values() if o.startswith("raised")),
+                lost=len(lost), never_ended=never_ended)
+    assert not never_ended, f"{never_ended} publishes never ended"
+    assert not [o for o in outcomes.values() if o.startswith("raised")], "send() raised"
+    assert not good_failed, f"{len(good_failed)} good publishes failed, e.g. {good_failed[:5]}"
+    assert not bad_confirmed and not lost
+    assert set(arrived) == set(range(BAD_STREAM)) - refused

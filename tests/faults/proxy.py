@@ -105,7 +105,7 @@ class _Pair(protocol.Protocol):
             return
         cut_here = False
         if self.offset is not None and self.carried + len(data) >= self.offset:
-            data = data[:self.offset - self.carried]
+            data = data[:max(self.offset - self.carried, 0)]  # (0: already past it)
             cut_here = True
         self.carried += len(data)
         proxy.relayed += len(data)

@@ -1,4 +1,5 @@
-"""RPC load through a link that is cut or paused: with hundreds of calls in flight, every
+"""RPC load through a link that is cut, paused or blackholed one way: with hundreds of calls
+in flight, every
 call ends within its bound (timeout × attempts, plus slack) with a result message, never
 hangs and never gets another call's answer; once the link is back, calls succeed again."""
 
@@ -41,12 +42,18 @@ async def _fault(proxy: Any, fault: str, tools: Any) -> None:
         proxy.pause()
         await tools.sleep(TIMEOUT + 1)
         proxy.resume()
+    elif fault.startswith("blackhole-"):  # one way lost for a while, then a new connection
+        proxy.blackhole(fault.removeprefix("blackhole-").replace("-", "_"))
+        await tools.sleep(1.5)
+        proxy.cut("rst")
+        proxy.blackhole(None)
     else:
         raise ValueError(fault)
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.parametrize("fault", ["rst", "fin", "pause-then-cut", "pause-then-resume"])
+@pytest.mark.parametrize("fault", ["rst", "fin", "pause-then-cut", "pause-then-resume",
+                                   "blackhole-to-broker", "blackhole-to-client"])
 async def test_rpc_calls_in_flight_through_a_fault_all_end_within_their_bound(
         fault, components, names, proxy, tools, figures):
     queue = names.queue("echo")

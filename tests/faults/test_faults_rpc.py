@@ -1,7 +1,7 @@
 """RPC load through a link that is cut, paused or blackholed one way: with hundreds of calls
-in flight, every
-call ends within its bound (timeout × attempts, plus slack) with a result message, never
-hangs and never gets another call's answer; once the link is back, calls succeed again."""
+in flight, every call ends within its bound (timeout × attempts, plus slack) with a result
+message, never hangs and never gets another call's answer; once the link is back, calls
+succeed again."""
 
 from __future__ import annotations
 

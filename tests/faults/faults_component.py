@@ -29,7 +29,9 @@ class Recorder(MessageProcessor):
 
     @MessageHandler("command", "item")
     async def item(self, content):
-        await task.deferLater(self.reactor, WORK, lambda: None)
+        from twisted.internet import reactor  # the one postage run runs
+
+        await task.deferLater(reactor, WORK, lambda: None)
         # one write() of one line to a file opened for appending: lines never interleave
         with open(RECORD, "a") as record:
             record.write(f"{content['parameters']['n']}\n")

@@ -31,14 +31,15 @@ FEW_SECONDS = 10.0  # what a stop may take beyond stop_timeout (closing, exiting
 class Component:
     """``postage run faults_component:Recorder`` as a child process of the test."""
 
-    def __init__(self, tmp_path: Path, queue: str, name: str, url: str) -> None:
+    def __init__(self, tmp_path: Path, queue: str, name: str, url: str,
+                 work: float = 0.02) -> None:
         self.record = tmp_path / "handled.txt"
         self.record.touch()
         self.output = tmp_path / "component.out"
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSTAGE_")}
         env.update(PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), PYTHONUNBUFFERED="1",
                    POSTAGE_FAULTS_QUEUE=queue, POSTAGE_FAULTS_RECORD=str(self.record),
-                   POSTAGE_FAULTS_STOP_TIMEOUT=str(STOP_TIMEOUT), POSTAGE_FAULTS_WORK="0.02")
+                   POSTAGE_FAULTS_STOP_TIMEOUT=str(STOP_TIMEOUT), POSTAGE_FAULTS_WORK=str(work))
         with open(self.output, "wb") as sink:
             self.child = subprocess.Popen(
                 [POSTAGE, "run", "faults_component:Recorder", "--name", name, "--url", url],
@@ -64,8 +65,8 @@ class Component:
 def component(tmp_path: Path) -> Any:
     made: list[Component] = []
 
-    def start(*args: Any) -> Component:
-        made.append(Component(tmp_path, *args))
+    def start(*args: Any, **kwds: Any) -> Component:
+        made.append(Component(tmp_path, *args, **kwds))
         return made[-1]
 
     yield start
@@ -120,6 +121,31 @@ async def test_sigterm_mid_stream_leaves_each_message_handled_once_or_queued(
     assert not neither, f"neither handled nor queued (lost): {sorted(neither)[:10]}"
     assert not twice and not [n for n, count in queued.items() if count > 1]
     assert seconds <= STOP_TIMEOUT + FEW_SECONDS
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_with_handlers_outlasting_stop_timeout_ends_in_time_and_requeues(
+        components, component, names, broker, proxy, tools, figures):
+    """Handlers that would run for a minute: SIGTERM ends the process after stop_timeout,
+    and their messages are delivered again (still queued), not lost."""
+    queue = names.queue("stream")
+    broker.declare_queue(queue, durable=True)
+    await _fill(components, queue, tools)
+    child = component(queue, names.component("recorder"), proxy.url(), work=60.0)
+    await tools.wait_for(lambda: broker.consumer_count(queue) == 1
+                         and broker.message_count(queue) < MESSAGES, 60,
+                         what="the component to take its first messages")
+    bound = STOP_TIMEOUT + FEW_SECONDS
+    seconds = await _terminate(child, tools, bound)
+    await tools.wait_for(lambda: broker.consumer_count(queue) == 0, 30, what="no consumer")
+    queued = Counter(tools.parameters(body)["n"] for _, body in await tools.drain(queue))
+    figures.add("handlers outlast stop_timeout", published=MESSAGES,
+                handled=len(child.handled()), still_queued=len(queued),
+                stop_seconds=seconds if seconds is not None else f">{bound + 5:.0f} (killed)",
+                bound_seconds=bound)
+    assert seconds is not None, f"still running after SIGTERM:\n{child.text()[-3000:]}"
+    assert STOP_TIMEOUT <= seconds <= bound
+    assert not child.handled() and set(queued) == set(range(MESSAGES))
 
 
 @pytest_twisted.ensureDeferred

@@ -82,11 +82,11 @@ class _Pair(protocol.Protocol):
             upstream.transport.abortConnection()
             return
         self.upstream = upstream
-        if not self.proxy.paused:
-            self.transport.resumeProducing()
-        else:
+        if self.paused or self.proxy.paused:  # paused while connecting, or born paused
             self.paused = True
             upstream.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
 
     def _failed(self, _failure: Any) -> None:
         self.close("rst")
@@ -191,6 +191,7 @@ class Proxy(protocol.Factory):
         self.relayed = 0  # bytes relayed, both ways
         self.dropped = 0  # bytes blackholed
         self._stair: tuple[int, float] | None = None
+        self.next_offset: int | None = None  # the stairway's offset for new connections
         self._listening: Any = None
 
     # -- where clients connect
@@ -269,8 +270,6 @@ class Proxy(protocol.Factory):
         self.next_offset = first
         for pair in self.live:
             pair.offset = first
-
-    next_offset: int | None = None
 
     # -- the end
 

@@ -42,6 +42,8 @@ async def _fault(proxy: Any, fault: str, tools: Any) -> None:
         proxy.pause()
         await tools.sleep(TIMEOUT + 1)
         proxy.resume()
+    elif fault == "stairway":  # resets at growing byte offsets, until the calls ended
+        proxy.stairway(2048, factor=2)
     elif fault.startswith("blackhole-"):  # one way lost for a while, then a new connection
         proxy.blackhole(fault.removeprefix("blackhole-").replace("-", "_"))
         await tools.sleep(1.5)
@@ -53,13 +55,14 @@ async def _fault(proxy: Any, fault: str, tools: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("fault", ["rst", "fin", "pause-then-cut", "pause-then-resume",
-                                   "blackhole-to-broker", "blackhole-to-client"])
+                                   "blackhole-to-broker", "blackhole-to-client", "stairway"])
 async def test_rpc_calls_in_flight_through_a_fault_all_end_within_their_bound(
         fault, components, names, proxy, tools, figures):
     queue = names.queue("echo")
     server = components.processor(
         Echo, label="server", hup=proxy.hup, prefetch_count=100,
-        eqk=[("", [({"name": queue, "flags": {"auto_delete": True}}, queue)])])
+        # not auto-delete: the queue must outlive the server's own connection cuts
+        eqk=[("", [(queue, queue)])])
     await tools.within(server.start(), 30)
     producer = components.producer(label="caller", hup=proxy.hup, rpc_timeout=TIMEOUT,
                                    max_retry=RETRIES)
@@ -86,6 +89,7 @@ async def test_rpc_calls_in_flight_through_a_fault_all_end_within_their_bound(
     await _fault(proxy, fault, tools)
     # every call ends (with a generous bound for the lot; each call's own bound below)
     await tools.within(defer.gatherResults(calls), BOUND + 30)
+    proxy.stairway(None)
 
     outcomes = Counter()
     crossed = []

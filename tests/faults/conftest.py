@@ -8,7 +8,12 @@ against the real RabbitMQ on 127.0.0.1:5672, through a proxy each test owns.
 - ``figures``: what a test measured (``figures.add(...)``), printed at the end of the run
   in a "fault suite figures" block, so that CI's output shows them;
 - ``tools``: ``sleep``, ``wait_for`` (poll with a bound), ``within`` (a deadline on a
-  Deferred), ``drain`` (read a whole queue, off the reactor thread).
+  Deferred), ``drain`` (read a whole queue, off the reactor thread), ``parameters`` (of a
+  command's body).
+
+Names live under their own prefix, checked for leftovers at the end of the run: this
+process runs apart from the others (scripts/test), and its prefix keeps it from seeing
+theirs.
 """
 
 from __future__ import annotations

@@ -19,11 +19,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["EXIT_BROKER", "EXIT_RESULT_ERROR", "EXIT_USAGE", "main"]
-
-EXIT_RESULT_ERROR = 1
-EXIT_USAGE = 2  # as argparse
-EXIT_BROKER = 3
+__all__ = ["main", "parse_parameters"]
 
 def parse_parameters(items: list[str]) -> dict[str, Any]:
     """``["n=3", "who=world"]`` → ``{"n": 3, "who": "world"}``."""
@@ -71,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``postage`` console script."""
     args = _parser().parse_args(argv)
+    from postage.twisted import commands  # noqa: PLC0415 - Twisted only when running
+
     try:
-        from postage.twisted import commands  # noqa: PLC0415 - Twisted only when running
 
         if args.action == "run":
             return commands.run(args.processor, args.options)
@@ -84,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                              retries=getattr(args, "retries", 0))
     except argparse.ArgumentTypeError as exc:
         sys.stderr.write(f"postage: {exc}\n")
-        return EXIT_USAGE
+        return commands.EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from postage import config
 
-__all__ = ["Fingerprint"]
+__all__ = ["Fingerprint", "fingerprint_dict"]
 
 _FIELDS = ("name", "type", "pid", "host", "user", "vhost")
 
@@ -70,3 +71,13 @@ class Fingerprint:
     def __repr__(self) -> str:
         args = ", ".join(f"{field}={getattr(self, field)!r}" for field in _FIELDS)
         return f"Fingerprint({args})"
+
+
+def fingerprint_dict(fingerprint: Any) -> dict[str, Any]:
+    """A fingerprint in its dictionary form; 3.0.3 accepted any object with ``as_dict()``,
+    and a plain mapping (a decoded message's fingerprint) is taken as it is."""
+    if fingerprint is None:
+        return {}
+    if isinstance(fingerprint, Mapping):
+        return dict(fingerprint)
+    return fingerprint.as_dict()

@@ -123,11 +123,17 @@ class Admin:
     def bind(self, queue: str, exchange: str, key: str) -> None:
         self.channel.queue_bind(queue, exchange, routing_key=key)
 
-    def declare_bound_queue(self, queue: str, exchange: str, key: str) -> str:
+    def declare_bound_queue(self, queue: str, exchange: str, key: str,
+                            expired_to: str | None = None) -> str:
         """A queue nobody consumes, bound with ``key`` to a direct exchange declared here
-        (auto-delete)."""
+        (auto-delete). With ``expired_to``, messages that expire in it (RPC requests do,
+        after their attempt) are dead-lettered to that queue, declared too, to be counted."""
         self.declare_exchange(exchange, auto_delete=True)
-        self.declare_queue(queue)
+        arguments = None
+        if expired_to is not None:
+            self.declare_queue(expired_to)
+            arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": expired_to}
+        self.declare_queue(queue, arguments=arguments)
         self.bind(queue, exchange, key)
         return queue
 

@@ -1,5 +1,5 @@
-"""What the ``postage`` command runs, on the reactor (``postage/cli.py`` parses the line
-and documents the exit statuses)."""
+"""What the ``postage`` command runs, on the reactor, and the exit statuses it returns
+(``postage.cli`` parses the command line)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from postage.cli import EXIT_BROKER, EXIT_RESULT_ERROR, EXIT_USAGE
 from postage.errors import BrokerConnectionError, PostageError, UnroutableError
 
-__all__ = ["call", "run"]
+__all__ = ["EXIT_BROKER", "EXIT_RESULT_ERROR", "EXIT_USAGE", "call", "run"]
+
+# the exit statuses of the postage command
+EXIT_RESULT_ERROR = 1  # an error or exception result, or a broker refusal
+EXIT_USAGE = 2  # as argparse
+EXIT_BROKER = 3  # the broker cannot be reached
 
 
 def call(action: str, exchange: str, key: str, command: str, parameters: dict[str, Any],

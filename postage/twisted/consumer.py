@@ -1,8 +1,13 @@
 """GenericConsumer on Twisted: declare, bind, consume; ack or reject each delivery.
 
-Deliveries are handed to a callback as they arrive (pika's callback style, ~10% faster than
-its DeferredQueue, PIKA-TWISTED-NOTES.md); ``prefetch_count`` bounds how many are unacked at
-once, which is also what bounds memory. The consumer does not decode: the processor does.
+Deliveries are handed to a callback as they arrive, each as a
+:class:`~postage.twisted.delivery.Delivery` (pika's callback style: about 10% faster than
+pulling from its DeferredQueue); ``prefetch_count`` bounds how many are unacked at once,
+which is also what bounds memory. The consumer does not decode: the processor does.
+
+A channel the broker closes (a refused re-declaration, a delivery-ack timeout) and a
+consumer the broker cancels (its queue deleted) are recovered by declaring and consuming
+again, with backoff between failed attempts (:class:`~postage.twisted.recovery.Recovery`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from postage.encoders import JsonEncoder
 from postage.errors import BrokerConnectionError
 from postage.exchanges import exchange_name
 from postage.twisted.connection import Channel, Connection, Session
+from postage.twisted.delivery import Delivery
 from postage.twisted.logs import PostageLogger
+from postage.twisted.reactors import default_reactor
+from postage.twisted.recovery import Recovery
 from postage.twisted.topology import Topology, parse_queue
 
 __all__ = ["GenericConsumer"]
@@ -26,7 +34,7 @@ log = PostageLogger()
 
 _KNOBS = ("eqk", "encoder_class", "prefetch_count", "connect_timeout")
 
-OnDelivery = Callable[[Any, Any, Any, bytes], Any]
+OnDelivery = Callable[[Delivery], Any]
 
 
 class GenericConsumer:
@@ -54,9 +62,7 @@ class GenericConsumer:
             setattr(self, knob, value)
         if eqk is not None:
             self.eqk = eqk
-        if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415
-        self.reactor = reactor
+        self.reactor = reactor = default_reactor(reactor)
         self.name = name
         self.settings = config.settings(
             hup if hup is not None else self.hup,
@@ -70,6 +76,9 @@ class GenericConsumer:
         self.channel: Channel | None = None
         self._on_delivery: OnDelivery | None = None
         self._consumers: dict[str, str] = {}  # queue -> consumer tag
+        self._wanted = False  # consume, now and after reconnections? False once stopping
+        self._recovery = Recovery(self.reactor, "the consumer's channel", lambda: (
+            self._wanted and self.connection is not None and self.connection.is_open))
         # fires if the consumer gives up (a wrong password or vhost when reconnecting)
         self.gave_up: defer.Deferred[BrokerConnectionError] = defer.Deferred()
         self._session = Session(self.settings, self.reactor, name, self._on_connected,
@@ -87,16 +96,20 @@ class GenericConsumer:
 
     @defer.inlineCallbacks
     def start(self, on_delivery: OnDelivery) -> Any:
-        """Connect, declare the topology and consume every queue. ``on_delivery(channel,
-        method, properties, body)`` gets each delivery; fires once all queues are consumed."""
+        """Connect, declare the topology and consume every queue; ``on_delivery(delivery)``
+        gets each :class:`Delivery`. Fires once all queues are consumed."""
         self._on_delivery = on_delivery
+        self._wanted = True
         yield self._session.start()
 
     @defer.inlineCallbacks
     def _on_connected(self, connection: Connection) -> Any:
         """Declare the whole topology and consume every queue: at start and after each
-        reconnection (deliveries unacked on the lost connection come back from the broker)."""
+        reconnection (deliveries unacked on the lost connection come back from the broker).
+        A consumer that is stopping declares nothing and consumes nothing."""
         self.connection = connection
+        if not self._wanted:
+            return
         self.channel = channel = yield connection.channel()
         channel.twisted.on_closed.addCallback(self._on_channel_closed, channel)
         channel.impl.add_on_cancel_callback(self._on_cancelled)
@@ -111,13 +124,11 @@ class GenericConsumer:
             return
         self.channel = None
         self._consumers.clear()
-        connection = self.connection
-        if connection is None or not connection.is_open:
-            return  # the session reconnects
+        if self.connection is None or not self.connection.is_open or not self._wanted:
+            return  # the session reconnects, or we are stopping
         log.warn("the broker closed the consumer's channel ({reason}): opening a new one",
                  reason=reason)
-        self._on_connected(connection).addErrback(
-            lambda failure: log.error("cannot consume again: {error}", error=failure.value))
+        self._recovery.start(lambda: self._on_connected(self.connection))
 
     def _on_cancelled(self, frame: Any) -> None:
         """The broker cancelled one of our consumers: its queue was deleted (or, for a
@@ -130,13 +141,14 @@ class GenericConsumer:
         del self._consumers[queue]
         log.warn("the broker cancelled the consumer of {queue!r}: declaring it again",
                  queue=queue)
-        self._declare_queue(queue).addErrback(
-            lambda failure: log.error("cannot consume {queue!r} again: {error}", queue=queue,
-                                      error=failure.value))
+        self._recovery.start(lambda: self._declare_queue(queue))
 
     @defer.inlineCallbacks
     def _declare_queue(self, queue: str) -> Any:
         channel = self.channel
+        if channel is None or not channel.is_open:
+            yield self._on_connected(self.connection)
+            return
         yield channel.queue_declare(queue, **self.topology.queues[queue])
         for exchange, bound, key in self.topology.bindings:
             if bound == queue and exchange:
@@ -146,18 +158,26 @@ class GenericConsumer:
     def _on_connection_lost(self, error: BrokerConnectionError) -> None:
         self.channel = None
         self._consumers.clear()
+        self._recovery.cancel()
 
     def _give_up(self, error: BrokerConnectionError) -> None:
         self.channel = None
         self._consumers.clear()
+        self._recovery.cancel()
         if not self.gave_up.called:
             self.gave_up.callback(error)
 
     @defer.inlineCallbacks
     def _consume(self, queue: str) -> Any:
-        if queue in self._consumers or self._on_delivery is None:
+        on_delivery = self._on_delivery
+        if queue in self._consumers or on_delivery is None or not self._wanted:
             return
-        tag = yield self.channel.consume(queue, self._on_delivery)
+        channel = self.channel
+
+        def deliver(_impl: Any, method: Any, properties: Any, body: bytes) -> None:
+            on_delivery(Delivery(channel, method, properties, body, queue))
+
+        tag = yield channel.consume(queue, deliver)
         self._consumers[queue] = tag
 
     @defer.inlineCallbacks
@@ -198,16 +218,6 @@ class GenericConsumer:
             finally:
                 channel.close()
 
-    def ack(self, channel: Any, delivery_tag: int) -> None:
-        """Ack a delivery on the channel it came on (a closed channel has redelivered it)."""
-        if channel.is_open:
-            channel.basic_ack(delivery_tag)
-
-    def reject(self, channel: Any, delivery_tag: int, requeue: bool = False) -> None:
-        """Reject a delivery; without requeue a dead-letter exchange, if set, keeps it."""
-        if channel.is_open:
-            channel.basic_reject(delivery_tag, requeue=requeue)
-
     def publish(self, exchange: str, key: str, body: str | bytes, properties: Any) -> None:
         """Publish on the consumer's channel (replies: not mandatory, see pitfall 5)."""
         if self.channel is not None and self.channel.is_open:
@@ -217,7 +227,10 @@ class GenericConsumer:
 
     @defer.inlineCallbacks
     def stop_consuming(self) -> Any:
-        """Cancel every consumer: no new deliveries arrive after this fires."""
+        """Cancel every consumer: no new deliveries arrive after this fires, and none is
+        started again by a reconnection."""
+        self._wanted = False
+        self._recovery.cancel()
         consumers, self._consumers = self._consumers, {}
         if self.channel is not None:
             for tag in consumers.values():

@@ -11,9 +11,7 @@ handler that raises is logged with its traceback, and an RPC caller gets
 from __future__ import annotations
 
 import inspect
-import os
-import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pika import BasicProperties
@@ -22,19 +20,25 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from postage.errors import MessageFormatError
+from postage.fingerprint import fingerprint_dict
 from postage.handlers import HandlerRegistry, MessageHandler, call_handler
 from postage.messages import Message, MessageResultError, MessageResultException, decode_envelope
 from postage.microthreads import MicroThread
+from postage.twisted import awaitables, restart
 from postage.twisted.consumer import GenericConsumer
+from postage.twisted.delivery import Delivery
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
-from postage.twisted.producer import fingerprint_dict
+from postage.twisted.reactors import default_reactor
 
 __all__ = ["MessageProcessor"]
 
 log = PostageLogger()
 
 _BUILTINS = ("msg_quit", "msg_restart")
+_CONTROL = frozenset({"quit", "restart"})
+_MAX_REDELIVERIES = 3
+_REDELIVERIES_KEPT = 1024
 
 
 class MessageProcessor(MicroThread, HandlerRegistry):
@@ -43,28 +47,30 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     ``self.consumer`` is a ``consumer_class`` instance (``prefetch_count`` forwarded);
     ``self.fingerprint`` is the fingerprint's dict form. ``remote_control = False`` removes
     the built-in ``('command', 'quit')`` and ``('command', 'restart')`` handlers.
-    ``stop_timeout`` bounds how long :meth:`stop` waits for running handlers; messages
-    whose handlers have not finished by then are delivered again by the broker.
+    ``remote_control_users`` are the broker users whose ``quit`` / ``restart`` are obeyed
+    (default: the processor's own user); the broker validates the ``user_id`` property, so it
+    cannot be forged. ``stop_timeout`` bounds how long :meth:`stop` waits for running
+    handlers; messages whose handlers have not finished by then are delivered again.
     """
 
     consumer_class: type[GenericConsumer] = GenericConsumer
     eqk: list[Any] = []
     prefetch_count = 10
     remote_control = True
+    remote_control_users: Iterable[str] | None = None
     connect_timeout: float = 10
     stop_timeout: float = 60  # how long stop() waits for running handlers
 
     def __init__(self, fingerprint: Any = None, eqk: list[Any] | None = None,
                  hup: Mapping[str, Any] | None = None, vhost: str | None = None, *,
                  reactor: Any = None, **knobs: Any) -> None:
-        for knob in ("prefetch_count", "remote_control", "connect_timeout", "stop_timeout"):
+        for knob in ("prefetch_count", "remote_control", "remote_control_users",
+                     "connect_timeout", "stop_timeout"):
             if knob in knobs:
                 setattr(self, knob, knobs.pop(knob))
         if knobs:
             raise TypeError(f"unknown processor option(s) {sorted(knobs)}")
-        if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415
-        self.reactor = reactor
+        self.reactor = reactor = default_reactor(reactor)
         self.fingerprint = fingerprint_dict(fingerprint)
         self.consumer = self.consumer_class(
             eqk if eqk is not None else self.eqk, hup, vhost, reactor=reactor,
@@ -73,6 +79,11 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self.encoder = self.consumer.encoder
         self.dispatch = (type(self).dispatch_table if self.remote_control
                          else type(self).dispatch_table.without(_BUILTINS))
+        self._user = self.consumer.settings.user  # set as user_id on what we publish
+        self._controllers = frozenset(self.remote_control_users if
+                                      self.remote_control_users is not None else (self._user,))
+        self._refused: set[str | None] = set()  # senders of refused commands, logged once
+        self._redeliveries: dict[str, int] = {}  # RPC correlation id -> deliveries seen
         self.quit_requested = False
         self.connection_error: Exception | None = None  # why its consumer gave up
         self._in_flight = 0
@@ -80,7 +91,6 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self._running = False
         self._stopping: OneShot | None = None
         self._stopped = OneShot()  # fires with quit_requested
-        self._after_stop: Any = None
         self._started: OneShot | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -133,8 +143,6 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         except Exception as exc:  # noqa: BLE001
             log.debug("close: {error}", error=exc)
         self._stopped.fire(self.quit_requested)
-        if self._after_stop is not None:
-            self._after_stop()
 
     def _on_gave_up(self, error: Exception) -> None:
         # the consumer reconnects by itself; it gives up only when retrying cannot help
@@ -153,39 +161,55 @@ class MessageProcessor(MicroThread, HandlerRegistry):
 
     @MessageHandler("command", "restart")
     def msg_restart(self, content: Any) -> None:
-        """Ack, stop cleanly, then re-execute the same command line."""
-        self._after_stop = self._exec_self
-        self.reactor.callFromThread(self._stop_processor)
+        """Ack, stop the whole process gracefully, then re-execute its command line."""
+        self.reactor.callFromThread(restart.request, self.reactor)
 
-    def _exec_self(self) -> None:
-        log.info("restarting: {argv}", argv=sys.argv)
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+    def _allowed(self, delivery: Delivery, message: dict[str, Any]) -> bool:
+        """Whether the sender of a ``quit`` / ``restart`` may control this processor: its
+        broker-validated ``user_id`` must be one of ``remote_control_users``."""
+        user = delivery.properties.user_id
+        if user in self._controllers:
+            return True
+        if user not in self._refused:
+            self._refused.add(user)
+            log.warn("ignored {name!r} from user {user!r}: not in remote_control_users",
+                     name=message["name"], user=user)
+        return False
 
     # ---- dispatch ----------------------------------------------------------------------
 
-    def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        tag = method.delivery_tag
-        content_type = properties.content_type
-        if content_type is not None and content_type != self.encoder.content_type:
-            self._reject(channel, tag, method, f"content type {content_type!r} is not "
+    def _on_delivery(self, delivery: Delivery) -> None:
+        if not self._running:  # stopping: the broker keeps it for the next consumer
+            delivery.reject(requeue=True)
+            return
+        content_type = delivery.properties.content_type
+        if content_type is not None and content_type != self.encoder.content_type and (
+                not self._readable(content_type)):
+            self._reject(delivery, f"content type {content_type!r} is not "
                          f"{self.encoder.content_type!r}")
             return
         try:
-            message = decode_envelope(body, self.encoder)
+            message = decode_envelope(delivery.body, self.encoder)
         except MessageFormatError as exc:
-            self._reject(channel, tag, method, str(exc))
+            self._reject(delivery, str(exc))
             return
         specs = self.dispatch.lookup(message)
         if message["category"] == "rpc":
-            reply = self._reply_func(properties)
+            if delivery.redelivered and self._poisonous(delivery):
+                self._reject(delivery, "an RPC request delivered again and again (it may "
+                             "break the connection that answers it)")
+                return
+            reply = self._reply_func(delivery)
             if not specs:
                 reply(MessageResultError(
                     f"no handler for {message['type']}/{message['name']} in "
                     f"{type(self).__name__}"))
-                self.consumer.ack(channel, tag)
                 return
             result = self._run(specs[0], message, reply)
         else:
+            if message["name"] in _CONTROL and specs and specs[0].attr in _BUILTINS and (
+                    not self._allowed(delivery, message)):
+                specs = [spec for spec in specs if spec.attr not in _BUILTINS]
             result = None
             for spec in specs:
                 outcome = self._run(spec, message, None)
@@ -193,10 +217,34 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                     result = outcome if result is None else defer.gatherResults(
                         [result, outcome])
         if result is None:
-            self.consumer.ack(channel, tag)
+            delivery.ack()
         else:
             self._in_flight += 1
-            result.addBoth(self._finished, channel, tag)
+            result.addBoth(self._finished, delivery)
+
+    def _readable(self, content_type: str) -> bool:
+        """A content type the encoder reads although it is not spelled as the encoder's
+        (``application/json; charset=utf-8``, other letter case; an empty one means none)."""
+        media, _, parameters = content_type.partition(";")
+        charset = parameters.strip().lower()
+        same_media = media.strip().lower() == self.encoder.content_type
+        return not content_type.strip() or (
+            same_media and charset in ("", "charset=utf-8", 'charset="utf-8"'))
+
+    def _poisonous(self, delivery: Delivery) -> bool:
+        """True for a request delivered more than ``_MAX_REDELIVERIES`` times (counted by
+        the broker for quorum queues, here by correlation id otherwise)."""
+        count = delivery.header("x-delivery-count")
+        if count is None:
+            key = delivery.properties.correlation_id or delivery.properties.message_id
+            if key is None:
+                return False
+            seen = self._redeliveries
+            count = seen.pop(key, 0) + 1
+            seen[key] = count
+            if len(seen) > _REDELIVERIES_KEPT:
+                del seen[next(iter(seen))]
+        return count > _MAX_REDELIVERIES
 
     def _run(self, spec: Any, message: dict[str, Any], reply: Any) -> defer.Deferred[Any] | None:
         """Run one handler; None when it finished at once, else a Deferred that never fails
@@ -208,11 +256,11 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             return None
         if outcome is None:  # the common case: finished at once (skips the awaitable check)
             return None
-        if inspect.isawaitable(outcome):
-            outcome = defer.ensureDeferred(outcome)
-        if isinstance(outcome, defer.Deferred):
-            return outcome.addErrback(self._handler_failed, spec, message, reply)
-        return None
+        if not isinstance(outcome, defer.Deferred):
+            if not inspect.isawaitable(outcome):
+                return None
+            outcome = awaitables.deferred(outcome)
+        return outcome.addErrback(self._handler_failed, spec, message, reply)
 
     def _handler_failed(self, failure: Failure, spec: Any, message: dict[str, Any],
                         reply: Any) -> None:
@@ -221,8 +269,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         if reply is not None:
             reply(MessageResultException(failure.type.__name__, str(failure.value)))
 
-    def _finished(self, _result: Any, channel: Any, tag: int) -> None:
-        self.consumer.ack(channel, tag)
+    def _finished(self, _result: Any, delivery: Delivery) -> None:
+        delivery.ack()
         self._in_flight -= 1
         if not self._in_flight and self._idle:
             idle, self._idle = self._idle, []
@@ -230,14 +278,17 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                 if not d.called:  # (not when stop() stopped waiting for it)
                     d.callback(None)
 
-    def _reject(self, channel: Any, tag: int, method: Any, why: str) -> None:
+    def _reject(self, delivery: Delivery, why: str) -> None:
         log.warn("rejected a delivery from {exchange!r}/{key!r}: {why}",
-                 exchange=method.exchange, key=method.routing_key, why=why)
-        self.consumer.reject(channel, tag)
+                 exchange=delivery.exchange, key=delivery.routing_key, why=why)
+        delivery.reject()
 
-    def _reply_func(self, properties: Any) -> Any:
-        """The function an RPC handler answers with: publishes to ``reply_to`` with the
-        request's correlation id (3.0.3 callers send none), once."""
+    def _reply_func(self, delivery: Delivery) -> Any:
+        """The function an RPC handler answers with, once: it acks the request, then
+        publishes the result to ``reply_to`` with the request's correlation id (3.0.3
+        callers send none). Acking first means a reply that breaks the connection (a
+        caller's node gone, on some RabbitMQ versions) does not bring the request back."""
+        properties = delivery.properties
         reply_to = properties.reply_to
         correlation_id = properties.correlation_id
         sent = False
@@ -249,6 +300,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                          reply_to=reply_to)
                 return
             sent = True
+            delivery.ack()
             if not reply_to:
                 log.warn("an RPC request without reply_to cannot be answered")
                 return
@@ -258,8 +310,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             except Exception as exc:  # noqa: BLE001 - answer the caller, keep running
                 body = self.encoder.encode(
                     MessageResultException(type(exc).__name__, str(exc)).body)
-            properties = BasicProperties(content_type=self.encoder.content_type,
-                                          correlation_id=correlation_id)
-            self.consumer.publish("", reply_to, body, properties)
+            self.consumer.publish("", reply_to, body, BasicProperties(
+                content_type=self.encoder.content_type, correlation_id=correlation_id,
+                user_id=self._user))
 
         return reply_func

@@ -3,19 +3,21 @@
 Plain data plus a clock, in the manner of h11: no channel, no broker. The producer hands
 each call a ``send()`` function that publishes one attempt; this table times the attempts,
 retries with the *same* correlation id (so the first reply to any attempt wins), and ends
-every call with a result message, never an errback, as DESIGN.md requires:
+every call with a result message, never an errback:
 
 - a reply → the decoded result message;
 - no reply after the last attempt → ``MessageResultException("TimeoutError", ...)``;
 - an attempt that cannot be delivered (unroutable, nacked, connection gone) →
   ``MessageResultException(<that error's name>, ...)`` at once.
 
+Every call therefore ends within ``timeout × (max_retry + 1)``.
+
 Tests drive it with ``twisted.internet.task.Clock``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import defer
@@ -55,6 +57,10 @@ class RpcCalls:
         self.clock = clock
         self._down = down or (lambda: None)
         self._calls: dict[str, PendingCall] = {}
+
+    def down(self) -> BaseException | None:
+        """The connection error while the broker is unreachable, else None."""
+        return self._down()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -110,6 +116,19 @@ class RpcCalls:
     def fail(self, correlation_id: str, name: str, text: str) -> bool:
         """End a call with ``MessageResultException(name, text)``."""
         return self._finish(correlation_id, MessageResultException(name, text))
+
+    def resend(self, correlation_ids: Iterable[str]) -> None:
+        """Send these calls in flight once more, now, without using up an attempt: their
+        replies would have come on a channel that is gone (direct reply-to addresses a
+        channel), so waiting for each timer would only add delay."""
+        for correlation_id in correlation_ids:
+            call = self._calls.get(correlation_id)
+            if call is None:
+                continue
+            try:
+                call.send()
+            except Exception as exc:  # noqa: BLE001 - as in _attempt
+                self.fail(correlation_id, type(exc).__name__, str(exc))
 
     def fail_all(self, name: str, text: str) -> None:
         """End every call in flight (the connection is gone)."""

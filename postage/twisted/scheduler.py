@@ -18,6 +18,7 @@ from postage.microthreads import ExitScheduler, MicroThread
 from postage.microthreads import MicroScheduler as PureMicroScheduler
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
+from postage.twisted.reactors import default_reactor
 
 __all__ = ["MicroScheduler"]
 
@@ -39,9 +40,7 @@ class MicroScheduler(PureMicroScheduler):
 
     def __init__(self, autoquit: bool = False, *, reactor: Any = None) -> None:
         super().__init__(autoquit)
-        if reactor is None:
-            from twisted.internet import reactor  # noqa: PLC0415
-        self.reactor = reactor
+        self.reactor = reactor = default_reactor(reactor)
         self._generators: dict[int, Generator[None, None, None]] = {}
         self._loop: task.LoopingCall | None = None
         self._done: defer.Deferred[None] | None = None
@@ -51,14 +50,18 @@ class MicroScheduler(PureMicroScheduler):
         super().add_microthread(microthread)
         if self._done is not None:
             self._launch(microthread)
+            self._run_rounds()
 
     def start(self) -> defer.Deferred[None]:
         """Start every thread; fires when the scheduler ends (errbacks if a processor
         could not start)."""
         if self._done is None:
             self._done = defer.Deferred()
+            # every thread is launched before the first round runs, so that each takes part
+            # in it, as in the pure scheduler's main()
             for thread in list(self.microthreads):
                 self._launch(thread)
+            self._run_rounds()
             self._check_autoquit()
         return self._done
 
@@ -68,10 +71,13 @@ class MicroScheduler(PureMicroScheduler):
             thread.start().addErrback(self._processor_failed, thread)
         else:
             self._generators[id(thread)] = thread.main()
-            if self._loop is None:
-                self._loop = task.LoopingCall(self._tick)
-                self._loop.clock = self.reactor
-                self._loop.start(self.interval, now=True)
+
+    def _run_rounds(self) -> None:
+        """Run a round now and every ``interval`` while plain threads are there."""
+        if self._loop is None and self._generators:
+            self._loop = task.LoopingCall(self._tick)
+            self._loop.clock = self.reactor
+            self._loop.start(self.interval, now=True)
 
     def _tick(self) -> None:
         exiting = False

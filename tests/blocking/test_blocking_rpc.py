@@ -45,7 +45,7 @@ def echo(make, names):
 def deaf(admin, names):
     """A producer whose default exchange and key reach a queue nobody consumes."""
     queue, exchange = names.queue("deaf"), names.exchange("deaf")
-    admin.declare_bound_queue(queue, exchange, "k")
+    admin.declare_bound_queue(queue, exchange, "k", expired_to=names.queue("expired"))
     return queue, exchange
 
 
@@ -106,8 +106,8 @@ def test_rpc_unanswered_returns_timeout_error_after_timeout(make, deaf):
 
 
 def test_rpc_max_retry_sends_again_after_each_timeout_with_one_correlation_id(make, deaf,
-                                                                              admin):
-    queue, exchange = deaf
+                                                                              admin, names):
+    _queue, exchange = deaf
     producer = make.producer(eks=[(exchange, "k")])
     start = time.monotonic()
 
@@ -116,7 +116,12 @@ def test_rpc_max_retry_sends_again_after_each_timeout_with_one_correlation_id(ma
     elapsed = time.monotonic() - start
     assert reply.value == "TimeoutError"
     assert 0.9 <= elapsed < 4
-    requests = [admin.get_message(queue) for _ in range(4)]
+    # each attempt expired in the deaf queue after its 0.3 s, and was dead-lettered
+    expired = names.queue("expired")  # (the same name as deaf's: one per test and label)
+    deadline = time.monotonic() + 10
+    while admin.message_count(expired) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    requests = [admin.get_message(expired) for _ in range(4)]
     assert requests[3] is None
     assert len({properties.correlation_id for properties, _body in requests[:3]}) == 1
 

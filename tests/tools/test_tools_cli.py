@@ -87,13 +87,18 @@ def test_rpc_timeout_option_ends_an_unanswered_call_with_timeout_error(admin, sl
 
 def test_rpc_retries_option_sends_the_request_again_after_each_timeout(admin, slow_names,
                                                                         run_tool, tk):
-    admin.declare_bound_queue(slow_names.queue, slow_names.exchange, "k")  # nobody consumes it
-    done = run_tool(tk.POSTAGE, "rpc", slow_names.exchange, "k", "echo", "--timeout", "0.3",
-                    "--retries", "2")
+    expired = f"{slow_names.queue}.expired"
+    # nobody consumes it; each attempt expires there after 0.3 s and is dead-lettered
+    admin.declare_bound_queue(slow_names.queue, slow_names.exchange, "k", expired_to=expired)
+    try:
+        done = run_tool(tk.POSTAGE, "rpc", slow_names.exchange, "k", "echo", "--timeout",
+                        "0.3", "--retries", "2")
 
-    assert done.returncode != 0
-    assert "TimeoutError" in done.stderr
-    assert admin.message_count(slow_names.queue) == 3
+        assert done.returncode != 0
+        assert "TimeoutError" in done.stderr
+        tk.wait_for(lambda: admin.message_count(expired) == 3, 10, what="three attempts")
+    finally:
+        admin.delete_queue(expired)
 
 
 def test_send_publishes_a_command_message_with_the_parameters(admin, slow_names, run_tool, tk):

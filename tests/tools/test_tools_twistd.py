@@ -132,3 +132,33 @@ def test_twistd_with_a_wrong_password_exits_nonzero_with_a_clear_log_line(cls, s
     assert "refused user 'guest'" in output
     assert password not in output
     assert "Unhandled error" not in output
+
+
+@pytest.mark.parametrize("cls", STYLES)
+def test_restart_stops_gracefully_then_runs_again_in_the_same_process(cls, slow_names, spawn,
+                                                                      run_tool, tk, tmp_path):
+    """restart: the whole service stops as on SIGTERM, twistd removes its pidfile, and the
+    same command line runs again (same pid); the URL's password is never logged."""
+    pidfile = tmp_path / "twistd.pid"
+    password = "guest"
+    argv = [tk.TWISTD, "-n", f"--pidfile={pidfile}", "postage", "--processor",
+            f"slow_component:{cls}", "--url", f"amqp://guest:{password}@127.0.0.1:5672/"]
+    component = spawn(*argv, env=slow_names.env())
+    tk.wait_for_output(component, f"consuming: {cls}")
+    pid = int(pidfile.read_text())
+
+    done = run_tool(tk.POSTAGE, "send", slow_names.exchange, "slow", "restart")
+    assert done.returncode == 0, done.stderr
+    tk.wait_for(lambda: tk.output(component).count(f"consuming: {cls}") == 2, 30,
+                what="the component to run again")
+
+    assert component.poll() is None
+    assert int(pidfile.read_text()) == pid == component.pid
+    output = tk.output(component)
+    assert "restarting:" in output
+    assert f"guest:{password}@" not in output and "guest:***@" in output
+    done = run_tool(tk.POSTAGE, "rpc", slow_names.exchange, "slow", "echo", "text=again",
+                    "--timeout", "10")
+    assert done.returncode == 0, done.stderr + output
+    run_tool(tk.POSTAGE, "send", slow_names.exchange, "slow", "quit")
+    assert component.wait(timeout=15) == 0, tk.output(component)

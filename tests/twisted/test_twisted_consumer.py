@@ -21,9 +21,9 @@ class Deliveries:
         self.consumer = consumer
         self.bodies = []
 
-    def __call__(self, channel, method, properties, body):
-        self.bodies.append((method.routing_key, json.loads(body)))
-        self.consumer.ack(channel, method.delivery_tag)
+    def __call__(self, delivery):
+        self.bodies.append((delivery.routing_key, json.loads(delivery.body)))
+        assert delivery.ack()
 
 
 def command(name, **parameters):
@@ -301,9 +301,9 @@ def test_an_unfinished_handlers_message_is_redelivered_to_another_consumer(
     second = components.consumer(label="second", eqk=[(exchange, [(queue, "k")])])
     seen = []
 
-    def on_delivery(channel, method, properties, body):
-        seen.append((method.redelivered, json.loads(body)["name"]))
-        second.ack(channel, method.delivery_tag)
+    def on_delivery(delivery):
+        seen.append((delivery.redelivered, json.loads(delivery.body)["name"]))
+        delivery.ack()
 
     yield tools.within(second.start(on_delivery), FAST)
     yield tools.sleep(0.2)

@@ -197,19 +197,30 @@ def test_rpc_hundred_calls_in_flight_each_get_their_own_answer(components, names
     assert [result.value for result in results] == list(range(100))
 
 
+class Silent(MessageProcessor):
+    """Takes every request (acked) and never answers; counts the attempts."""
+
+    def __init__(self, *args, **kwds):
+        super().__init__(*args, **kwds)
+        self.attempts = []
+
+    @RpcHandler("command", "echo")
+    def echo(self, content, reply_func):
+        self.attempts.append(content)
+
+
 @pytest_twisted.inlineCallbacks
-def test_rpc_timeout_ends_with_timeout_error_after_the_retries(components, names, broker,
+def test_rpc_timeout_ends_with_timeout_error_after_the_retries(components, names, service,
                                                              tools):
-    queue = broker.declare_queue(names.queue("nobody-answers"))
-    producer = components.producer()
+    processor = yield start_processor(components, names, service, Silent)
+    producer = components.producer(eks=[service])
     yield producer.ready
     started = time.monotonic()
-    result = yield tools.within(producer.rpc_echo(_key=queue, _timeout=0.3, _max_retry=1),
-                                FAST)
+    result = yield tools.within(producer.rpc_echo(_timeout=0.3, _max_retry=1), FAST)
     assert 0.55 < time.monotonic() - started < 3
     assert isinstance(result, MessageResultException)
     assert result.value == "TimeoutError"
-    yield tools.wait_for(lambda: broker.message_count(queue) == 2, what="two attempts")
+    assert len(processor.attempts) == 2
 
 
 @pytest_twisted.inlineCallbacks
@@ -495,8 +506,9 @@ def test_memory_stays_flat_over_many_calls_and_publishes(components, names, serv
     finally:
         tracemalloc.stop()
     assert grown < 200_000, f"{grown} bytes kept after 2,000 messages"
-    assert len(producer._calls) == 0
-    assert not producer._unconfirmed and not producer._backlog and not producer._returned
+    assert len(producer._rpc.calls) == 0
+    window = producer._publisher.window
+    assert not window.unconfirmed and not window.backlog and not window.returns
 
 
 @pytest_twisted.inlineCallbacks

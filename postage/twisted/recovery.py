@@ -33,7 +33,7 @@ class Recovery:
         self.what = what
         self.alive = alive
         self.busy = False  # an attempt runs or is scheduled
-        self._delay = backoffPolicy(initialDelay=0.5, maxDelay=30.0)
+        self._delay = backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=30.0)
         self._failures = 0
         self._call: Any = None
 

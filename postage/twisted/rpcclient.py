@@ -345,10 +345,14 @@ class RpcClient:
 
 
 def _why(error: BaseException, calls: RpcCalls) -> tuple[str, str]:
-    """A failed wait as a result's (name, text): a wait that timed out while the broker was
-    away is the broker's error."""
-    if isinstance(error, defer.TimeoutError):
-        down = calls.down()
-        if down is not None:
-            return type(down).__name__, f"the broker stayed unreachable: {down}"
+    """A failed wait or declaration as a result's (name, text): while the broker is away,
+    or when the failure is the link's, it is a ``BrokerConnectionError``."""
+    from pika.exceptions import AMQPConnectionError, ChannelClosed  # noqa: PLC0415
+    from twisted.internet.error import ConnectionDone, ConnectionLost  # noqa: PLC0415
+
+    down = calls.down()
+    if down is not None:
+        return type(down).__name__, f"the broker is unreachable: {down}"
+    if isinstance(error, (ConnectionLost, ConnectionDone, AMQPConnectionError, ChannelClosed)):
+        return "BrokerConnectionError", f"the connection to the broker was lost: {error!r}"
     return type(error).__name__, str(error)

@@ -35,6 +35,7 @@ from common import (
 from twisted.internet import defer
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+USER = "guest"  # the user_id property Postage sets on everything it publishes
 
 
 def _properties(**values: Any) -> Any:
@@ -64,7 +65,9 @@ class ConfirmPublisher:
         self.n = n
         self.window = window
         self.body = body
-        self.properties = _properties(content_type=CONTENT_TYPE)
+        # what a Postage producer sets on a message_* publish (persistent, its user)
+        self.properties = _properties(content_type=CONTENT_TYPE, delivery_mode=2,
+                                      user_id=USER)
         self.pending: dict[int, int] = {}  # delivery tag -> message number
         self.next_tag = 1
         self.low = 1  # no tag below this one is pending
@@ -191,9 +194,10 @@ class EchoServer:
     def on_request(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         request = DECODE(body)
         reply = rpc_reply_body(request["content"]["parameters"])
+        channel.basic_ack(method.delivery_tag)  # before the reply, as Postage does
         channel.basic_publish("", properties.reply_to, reply, _properties(
-            content_type=CONTENT_TYPE, correlation_id=properties.correlation_id))
-        channel.basic_ack(method.delivery_tag)
+            content_type=CONTENT_TYPE, correlation_id=properties.correlation_id,
+            user_id=USER))
 
     async def stop(self) -> None:
         await raw_close(self.protocol)
@@ -208,6 +212,7 @@ class RpcClient:
         self.protocol: Any = None
         self.channel: Any = None
         self.pending: dict[str, defer.Deferred[Any]] = {}
+        self.expiration = "30000"  # as Postage: each request expires with its attempt
 
     async def start(self) -> None:
         self.protocol = await raw_connect()
@@ -223,7 +228,7 @@ class RpcClient:
         self.pending[correlation_id] = d
         self.channel.basic_publish(self.exchange, "echo", rpc_request_body(seq), _properties(
             content_type=CONTENT_TYPE, correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO))
+            reply_to=DIRECT_REPLY_TO, expiration=self.expiration, user_id=USER), True)
         return d
 
     def on_reply(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from postage.config import ConnectionSettings
 from postage.errors import AuthenticationError, BrokerConnectionError, VirtualHostError
+from postage.twisted.frames import ChannelFrames
 from postage.twisted.logs import PostageLogger
 
 __all__ = ["Channel", "Connection", "connect", "translate_error"]
@@ -245,6 +246,7 @@ class Channel:
         self.twisted = twisted_channel
         self.impl = twisted_channel._channel
         self._pending: set[defer.Deferred[Any]] = set()
+        self._frames: ChannelFrames | None = None
         self.closed_reason: BaseException | None = None
         twisted_channel.on_closed.addBoth(self._on_closed)
         # declarations: pika's Deferred wrappers, not called once the channel is closing
@@ -273,6 +275,14 @@ class Channel:
     @property
     def is_open(self) -> bool:
         return self.closed_reason is None and self.impl.is_open
+
+    @property
+    def frames(self) -> ChannelFrames:
+        """The per-message calls (publish, ack) of this channel, written by Postage."""
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = ChannelFrames(self.impl)
+        return frames
 
     def _on_closed(self, result: Any) -> Any:
         reason = result.value if isinstance(result, Failure) else result

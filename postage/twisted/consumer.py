@@ -221,7 +221,7 @@ class GenericConsumer:
     def publish(self, exchange: str, key: str, body: str | bytes, properties: Any) -> None:
         """Publish on the consumer's channel (replies: not mandatory, see pitfall 5)."""
         if self.channel is not None and self.channel.is_open:
-            self.channel.impl.basic_publish(exchange, key, body, properties)
+            self.channel.frames.publish(exchange, key, body, properties)
         else:
             log.warn("cannot publish to {key!r}: the consumer's channel is closed", key=key)
 

@@ -50,7 +50,7 @@ class Delivery:
         self.settled = True
         if not self.channel.is_open:
             return False
-        self.channel.impl.basic_ack(self.tag)
+        self.channel.frames.ack(self.tag)
         return True
 
     def reject(self, requeue: bool = False) -> bool:

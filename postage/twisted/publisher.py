@@ -44,6 +44,12 @@ def _channel_trouble(error: BaseException) -> bool:
                               exceptions.ConnectionWrongStateError))
 
 
+def _closed_by_broker(reason: Any) -> bool:
+    from pika.exceptions import ChannelClosedByBroker  # noqa: PLC0415
+
+    return isinstance(reason, ChannelClosedByBroker)
+
+
 class Publisher:
     """Publishes with confirms on a channel of its own; see the module docstring.
 
@@ -62,6 +68,7 @@ class Publisher:
         self.declared: set[str] = {""}
         self.connection: Connection | None = None
         self.channel: Channel | None = None
+        self._frames: Any = None  # the channel's ChannelFrames
         self._on_open = on_open or (lambda: None)
         self._opening: OneShot | None = None
         self._closed = False
@@ -106,6 +113,7 @@ class Publisher:
             yield channel.close()
             return
         self.channel = channel
+        self._frames = channel.frames
         self.window.channel_open()
         self._flush()
         self._on_open()
@@ -122,7 +130,9 @@ class Publisher:
             return  # closed by us, or already replaced
         self.channel = None
         reason = getattr(reason, "value", reason)
-        self.window.channel_lost(reason if isinstance(reason, BaseException) else None)
+        # only the broker's own channel errors say something about the publishes; a channel
+        # closed with its connection is just lost
+        self.window.channel_lost(reason if _closed_by_broker(reason) else None)
         if self._closed or self.connection is None or not self.connection.is_open:
             return  # the connection went with it: lost() is told
         log.warn("the broker closed the producer's channel ({reason}): opening a new one",
@@ -184,10 +194,9 @@ class Publisher:
         if isinstance(publish, _Marker):
             publish.deferred.callback(None)
             return
-        channel = self.channel
         try:
-            channel.impl.basic_publish(publish.exchange, publish.key, publish.body,
-                                       publish.properties, publish.mandatory)
+            self._frames.publish(publish.exchange, publish.key, publish.body,
+                                 publish.properties, publish.mandatory)
         except Exception as exc:  # noqa: BLE001 - pika's refusals are many; sorted below
             if _channel_trouble(exc):
                 self.window.backlog.appendleft(publish)

@@ -36,7 +36,7 @@ from postage.twisted.confirms import refused_exchange
 from postage.twisted.connection import Channel, Connection
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
-from postage.twisted.publisher import Publisher
+from postage.twisted.publisher import Publisher, _closed_by_broker
 from postage.twisted.recovery import Recovery
 from postage.twisted.rpc import RpcCalls
 
@@ -130,7 +130,7 @@ class RpcClient:
             return
         self.channel = None
         reason = getattr(reason, "value", reason)
-        refused = refused_exchange(reason)
+        refused = refused_exchange(reason) if _closed_by_broker(reason) else None
         if refused is not None:
             for correlation_id, exchange in list(self._out.items()):
                 if exchange == refused:
@@ -208,7 +208,7 @@ class RpcClient:
             return
         name = exchange_name(exchange)
         try:
-            self.channel.impl.basic_publish(name, key, payload, properties, True)
+            self.channel.frames.publish(name, key, payload, properties, True)
         except Exception as exc:  # noqa: BLE001 - ends this call only, as a result
             self.calls.fail(correlation_id, type(exc).__name__, f"cannot publish: {exc}")
             return

@@ -254,8 +254,6 @@ async def test_a_malformed_corpus_is_rejected_once_and_the_processor_keeps_answe
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.xfail(strict=True, reason="new defect: a JSON content type with a charset "
-                   "parameter is rejected (the processor compares content_type verbatim)")
 async def test_a_json_content_type_with_a_charset_is_read(components, names, broker, tools):
     queue = names.queue("target")
     flags, dead = _dead_lettered(names, broker)

@@ -51,8 +51,6 @@ def test_memory_stays_flat_over_100000_messages_and_rpc(names, figures):
     assert rss <= MAX_RSS_GROWTH_KB, result["samples"]
 
 
-@pytest.mark.xfail(strict=True, reason="defect 14: the producer keeps one _returned entry per "
-                   "routed mandatory publish, forever")
 def test_memory_stays_flat_over_100000_mandatory_messages(names, figures):
     result, seconds = soak(names, "--mandatory")
     blocks, rss = _growth(result)

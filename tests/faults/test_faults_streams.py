@@ -139,14 +139,7 @@ BAD_STREAM = 2000
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.parametrize("bad", [
-    pytest.param("missing-exchange", marks=pytest.mark.xfail(strict=True, reason=(
-        "defect 3: one publish to a missing exchange closes the channel and fails every "
-        "unconfirmed publish on it, although the broker took them"))),
-    pytest.param("key-over-255-bytes", marks=pytest.mark.xfail(strict=True, reason=(
-        "defect 2: a publish pika refuses on the spot has taken a delivery tag: confirms "
-        "then resolve the wrong publishes and the raw pika error escapes send()"))),
-])
+@pytest.mark.parametrize("bad", ["missing-exchange", "key-over-255-bytes"])
 async def test_refused_publishes_in_a_stream_fail_alone(bad, components, names, broker, tools,
                                                         figures):
     """Each refused publish fails by itself; every other one is confirmed and arrives."""

@@ -270,9 +270,9 @@ class Channel:
     def __init__(self):
         self.is_open = True
         self.sent = []
-        self.impl = self
+        self.impl = self.frames = self
 
-    def basic_ack(self, tag):
+    def ack(self, tag):
         self.sent.append(("ack", tag))
 
     def basic_reject(self, tag, requeue):

@@ -341,6 +341,8 @@ class Channel:
         """Close the channel; fires once it is closed (pika's close returns None)."""
         if not self.is_open:
             return defer.succeed(None)
+        if self._frames is not None:
+            self._frames.flush()  # acks waiting for the end of this turn go out first
         d: defer.Deferred[None] = defer.Deferred()
         self.twisted.on_closed.addBoth(lambda _: d.callback(None))
         self.impl.close()

@@ -61,7 +61,7 @@ class Delivery:
         self.settled = True
         if not self.channel.is_open:
             return False
-        self.channel.impl.basic_reject(self.tag, requeue=requeue)
+        self.channel.frames.reject(self.tag, requeue=requeue)
         return True
 
     def header(self, name: str, default: Any = None) -> Any:

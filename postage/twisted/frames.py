@@ -1,5 +1,5 @@
 """The frames of the per-message calls — ``basic.publish`` with its content, and
-``basic.ack`` — written for one channel of pika's connection, the same bytes pika writes.
+``basic.ack`` — written for one channel of pika's connection, in pika's own encoding.
 
 pika builds a ``Basic.Publish`` object, a ``Header`` frame object and a ``Body`` frame object
 per message, encodes each, and hands the transport three writes. Most of that repeats from
@@ -7,7 +7,8 @@ one message to the next: a producer publishes to a few (exchange, key) pairs wit
 properties object. :class:`ChannelFrames` keeps the encoded method frame of each pair and
 the encoded properties of the object last used, and hands the transport one write. The
 channel's and connection's own state stays pika's: it refuses a closed channel as pika would,
-and counts the bytes and frames it sends (the heartbeat checker reads them).
+and counts the bytes and frames it sends (the heartbeat checker reads them). Acks of
+deliveries settled in order go out as one ``multiple`` ack per turn of the reactor.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class ChannelFrames:
     """Publishes and acks on pika's plain channel ``impl``, with fewer allocations and one
     transport write per message."""
 
-    __slots__ = ("_body_max", "_channel", "_connection", "_number", "_properties",
-                 "_routes")
+    __slots__ = ("_acked", "_body_max", "_channel", "_connection", "_flush_call", "_number",
+                 "_properties", "_routes", "_settled", "_singly")
 
     def __init__(self, impl: Any) -> None:
         self._channel = impl
@@ -50,6 +51,10 @@ class ChannelFrames:
         self._body_max: int = self._connection._body_max_length
         self._routes: dict[tuple[str, str, bool], bytes] = {}
         self._properties: tuple[Any, bytes] | None = None  # (the object, its encoding)
+        self._settled = 0  # every delivery up to this tag is settled (acked or rejected)
+        self._acked = 0  # ... and up to this one the broker was told so
+        self._singly: set[int] = set()  # tags above _settled already settled one by one
+        self._flush_call: Any = None
 
     def _route(self, exchange: str, key: str, mandatory: bool) -> bytes:
         payload = b"".join((_PUBLISH, _short_string(exchange), _short_string(key),
@@ -104,13 +109,65 @@ class ChannelFrames:
         connection.frames_sent += frames
         connection._adapter_emit_data(data)
 
+    # ---- acks: many at once where the protocol allows ---------------------------------
+
     def ack(self, delivery_tag: int) -> None:
-        """``basic.ack`` of one delivery."""
+        """Settle one delivery with ``basic.ack``.
+
+        Deliveries on a channel are tagged 1, 2, 3...; once every delivery up to tag N is
+        settled, one ``basic.ack`` with ``multiple`` acks them all. So a tag that extends
+        the settled run is only noted, and the run is acked once, right after the reactor
+        is done with what it is handling now; a tag settled out of order (a slower handler
+        before it) is acked at once on its own, so that a delivery that is never settled
+        holds one prefetch slot, not every one after it."""
+        if delivery_tag == self._settled + 1:
+            self._extend(delivery_tag)
+        else:
+            self._write_ack(delivery_tag, multiple=False)
+            self._singly.add(delivery_tag)
+
+    def reject(self, delivery_tag: int, requeue: bool = False) -> None:
+        """``basic.reject``, at once; the tag then counts as settled."""
+        self._check_open()
+        self._channel.basic_reject(delivery_tag, requeue=requeue)
+        if delivery_tag == self._settled + 1:
+            self._flush()  # acks noted before it go out first, then it joins the run
+            self._extend(delivery_tag)
+            self._acked = self._settled
+        else:
+            self._singly.add(delivery_tag)
+
+    def flush(self) -> None:
+        """Send the ack of the settled run now (before the channel closes)."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush()
+
+    def _extend(self, delivery_tag: int) -> None:
+        settled = delivery_tag
+        singly = self._singly
+        while singly and settled + 1 in singly:
+            settled += 1
+            singly.discard(settled)
+        self._settled = settled
+        if self._flush_call is None:
+            self._flush_call = self._connection._reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if self._settled > self._acked and self._channel.is_open:
+            self._write_ack(self._settled, multiple=True)
+        self._acked = self._settled
+
+    def _check_open(self) -> None:
         channel = self._channel
         if not channel.is_open:
             channel._raise_if_not_open()
+
+    def _write_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._check_open()
         data = _ACK.pack(_METHOD_FRAME, self._number, _ACK_PAYLOAD_SIZE, _ACK_METHOD,
-                         delivery_tag, 0) + _FRAME_END
+                         delivery_tag, 1 if multiple else 0) + _FRAME_END
         connection = self._connection
         connection.bytes_sent += len(data)
         connection.frames_sent += 1

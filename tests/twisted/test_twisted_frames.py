@@ -2,6 +2,7 @@
 
 import pytest
 from pika import BasicProperties, frame, spec
+from twisted.internet import task
 
 from postage.twisted.frames import ChannelFrames
 
@@ -12,6 +13,7 @@ class Connection:
 
     def __init__(self, body_max=131072 - 8):
         self._body_max_length = body_max
+        self._reactor = task.Clock()
         self.bytes_sent = self.frames_sent = 0
         self.written = []
 
@@ -22,6 +24,10 @@ class Connection:
 class Channel:
     def __init__(self, connection, number=5):
         self.connection, self.channel_number, self.is_open = connection, number, True
+        self.rejected = []
+
+    def basic_reject(self, tag, requeue):
+        self.rejected.append((tag, requeue))
 
     def _raise_if_not_open(self):
         raise RuntimeError("closed")
@@ -78,10 +84,17 @@ def test_a_name_pika_would_refuse_raises_and_sends_nothing(exchange, key):
     assert connection.written == [] and connection.bytes_sent == 0
 
 
-def test_ack_writes_what_pika_writes():
+@pytest.mark.parametrize("multiple", [False, True])
+def test_ack_writes_what_pika_writes(multiple):
     connection = Connection()
-    ChannelFrames(Channel(connection, number=3)).ack(2**40 + 7)
-    expected = frame.Method(3, spec.Basic.Ack(delivery_tag=2**40 + 7)).marshal()
+    frames = ChannelFrames(Channel(connection, number=3))
+    if multiple:
+        frames.ack(1)
+        frames.flush()
+        expected = frame.Method(3, spec.Basic.Ack(delivery_tag=1, multiple=True)).marshal()
+    else:
+        frames.ack(2**40 + 7)  # out of order: on its own
+        expected = frame.Method(3, spec.Basic.Ack(delivery_tag=2**40 + 7)).marshal()
     assert connection.written == [expected] and connection.frames_sent == 1
 
 
@@ -92,4 +105,59 @@ def test_a_closed_channel_refuses_as_pika_does():
     with pytest.raises(RuntimeError):
         frames.publish("", "q", b"", BasicProperties())
     with pytest.raises(RuntimeError):
-        frames.ack(1)
+        frames.ack(5)
+
+
+def acks(connection):
+    """The acks written, as (tag, multiple)."""
+    out = []
+    for data in connection.written:
+        method = frame.decode_frame(data)[1].method
+        out.append((method.delivery_tag, method.multiple))
+    return out
+
+
+def test_acks_settled_in_order_go_out_as_one_multiple_ack_after_this_turn():
+    connection = Connection()
+    frames = ChannelFrames(Channel(connection))
+    for tag in (1, 2, 3):
+        frames.ack(tag)
+    assert connection.written == []  # not yet: the reactor is still busy with this turn
+    connection._reactor.advance(0)
+    assert acks(connection) == [(3, True)]
+
+
+def test_an_ack_out_of_order_goes_out_at_once_on_its_own():
+    """A delivery never settled (a hung handler) must not hold back the acks after it."""
+    connection = Connection()
+    frames = ChannelFrames(Channel(connection))
+    frames.ack(1)
+    frames.ack(3)  # 2 is still running
+    frames.ack(4)
+    connection._reactor.advance(0)
+    assert acks(connection) == [(3, False), (4, False), (1, True)]
+    frames.ack(2)  # the gap fills: 2 joins the run, which now reaches 4
+    connection._reactor.advance(0)
+    assert acks(connection)[-1] == (4, True)
+
+
+def test_a_reject_goes_out_at_once_after_the_acks_before_it():
+    connection = Connection()
+    channel = Channel(connection)
+    frames = ChannelFrames(channel)
+    frames.ack(1)
+    frames.reject(2)
+    frames.ack(3)
+    connection._reactor.advance(0)
+    assert channel.rejected == [(2, False)]
+    assert acks(connection) == [(1, True), (3, True)]
+
+
+def test_flush_sends_the_waiting_ack_now():
+    connection = Connection()
+    frames = ChannelFrames(Channel(connection))
+    frames.ack(1)
+    frames.flush()
+    assert acks(connection) == [(1, True)]
+    connection._reactor.advance(0)
+    assert acks(connection) == [(1, True)]  # nothing more

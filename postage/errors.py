@@ -1,7 +1,7 @@
 """The errors Postage raises, all under one base so callers can catch the library's own.
 
 Each error's message tells the user what went wrong and, where it can, what to do about it.
-The hierarchy is part of the API (DESIGN.md, "Errors"):
+The hierarchy is part of the API: applications catch these classes by name.
 
     PostageError
      +-- MessageFormatError     (also ValueError): a body that is not a Postage envelope

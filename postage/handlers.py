@@ -8,7 +8,7 @@ mixes in :class:`HandlerRegistry` is defined, ``__init_subclass__`` walks its MR
 its own :class:`DispatchTable`: subclasses inherit their parents' handlers, a method of the
 same name replaces its parent's, and sibling classes never share a registry.
 
-Dispatch rules (DESIGN.md): every message handler of a (type, name) runs; only the last RPC
+Dispatch rules: every message handler of a (type, name) runs; only the last RPC
 handler runs (the last in the subclass-most definition order). A handler registered with
 ``name=None`` serves every name of its type when no handler names the message exactly.
 """

@@ -21,6 +21,7 @@ from typing import Any
 
 from pika import BasicProperties
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from postage import config
 from postage.encoders import JsonEncoder
@@ -170,7 +171,7 @@ class GenericProducer:
             self._error = error
         if self._ready.called:
             self._ready = OneShot()
-        self._ready.fire(_failure(self._error))
+        self._ready.fire(Failure(self._error))
         self._publisher.fail_all(self._error)
         self._rpc.fail_all(self._error)
 
@@ -326,8 +327,3 @@ class GenericProducer:
             return method
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-
-def _failure(error: BaseException) -> Any:
-    from twisted.python.failure import Failure  # noqa: PLC0415
-
-    return Failure(error)

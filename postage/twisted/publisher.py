@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pika import exceptions
 from twisted.internet import defer
 
 from postage.errors import PublishError
@@ -30,7 +31,7 @@ from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
 from postage.twisted.recovery import Recovery
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "closed_by_broker"]
 
 log = PostageLogger()
 
@@ -38,16 +39,14 @@ log = PostageLogger()
 def _channel_trouble(error: BaseException) -> bool:
     """Whether pika refused a publish because of its channel (then it waits for the next
     one) rather than because of the publish itself (then that call fails)."""
-    from pika import exceptions  # noqa: PLC0415
-
     return isinstance(error, (exceptions.ChannelWrongStateError, exceptions.ChannelClosed,
                               exceptions.ConnectionWrongStateError))
 
 
-def _closed_by_broker(reason: Any) -> bool:
-    from pika.exceptions import ChannelClosedByBroker  # noqa: PLC0415
-
-    return isinstance(reason, ChannelClosedByBroker)
+def closed_by_broker(reason: Any) -> bool:
+    """Whether a channel was closed by the broker for an error of its own (not with its
+    connection, nor by us)."""
+    return isinstance(reason, exceptions.ChannelClosedByBroker)
 
 
 class Publisher:
@@ -132,7 +131,7 @@ class Publisher:
         reason = getattr(reason, "value", reason)
         # only the broker's own channel errors say something about the publishes; a channel
         # closed with its connection is just lost
-        self.window.channel_lost(reason if _closed_by_broker(reason) else None)
+        self.window.channel_lost(reason if closed_by_broker(reason) else None)
         if self._closed or self.connection is None or not self.connection.is_open:
             return  # the connection went with it: lost() is told
         log.warn("the broker closed the producer's channel ({reason}): opening a new one",

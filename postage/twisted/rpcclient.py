@@ -27,7 +27,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from pika.exceptions import AMQPConnectionError, ChannelClosed
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone, ConnectionLost
 
 from postage.errors import PostageError
 from postage.exchanges import exchange_name
@@ -36,7 +38,7 @@ from postage.twisted.confirms import refused_exchange
 from postage.twisted.connection import Channel, Connection
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
-from postage.twisted.publisher import Publisher, _closed_by_broker
+from postage.twisted.publisher import Publisher, closed_by_broker
 from postage.twisted.recovery import Recovery
 from postage.twisted.rpc import RpcCalls
 
@@ -130,7 +132,7 @@ class RpcClient:
             return
         self.channel = None
         reason = getattr(reason, "value", reason)
-        refused = refused_exchange(reason) if _closed_by_broker(reason) else None
+        refused = refused_exchange(reason) if closed_by_broker(reason) else None
         if refused is not None:
             for correlation_id, exchange in list(self._out.items()):
                 if exchange == refused:
@@ -347,9 +349,6 @@ class RpcClient:
 def _why(error: BaseException, calls: RpcCalls) -> tuple[str, str]:
     """A failed wait or declaration as a result's (name, text): while the broker is away,
     or when the failure is the link's, it is a ``BrokerConnectionError``."""
-    from pika.exceptions import AMQPConnectionError, ChannelClosed  # noqa: PLC0415
-    from twisted.internet.error import ConnectionDone, ConnectionLost  # noqa: PLC0415
-
     down = calls.down()
     if down is not None:
         return type(down).__name__, f"the broker is unreachable: {down}"

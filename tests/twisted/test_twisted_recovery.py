@@ -6,7 +6,7 @@ import itertools
 import time
 
 import pytest_twisted
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from postage import MessageHandler, MessageResult, RpcHandler
 from postage.microthreads import ExitScheduler, MicroThread
@@ -20,8 +20,6 @@ FAST = 5
 # ---- Recovery, on a Clock ------------------------------------------------------------------
 
 def test_recovery_retries_with_a_growing_delay_and_resets_after_success():
-    from twisted.internet import defer  # noqa: PLC0415
-
     clock, attempts, outcomes = task.Clock(), [], []
 
     def attempt():
@@ -45,8 +43,6 @@ def test_recovery_retries_with_a_growing_delay_and_resets_after_success():
 
 
 def test_recovery_runs_one_attempt_at_a_time_and_stops_when_not_alive():
-    from twisted.internet import defer  # noqa: PLC0415
-
     clock, pending, alive = task.Clock(), [], [True]
 
     def attempt():
@@ -189,3 +185,16 @@ def test_every_thread_added_before_start_takes_part_in_the_first_round(tools):
     yield tools.within(scheduler.start(), FAST)
     assert log == expected == [("a", "create"), ("b", "create"), ("a", 1), ("b", 1)]
 
+
+
+@pytest_twisted.inlineCallbacks
+def test_overlapping_reopens_of_the_publishing_channel_open_one_channel(components, tools):
+    """Two channels must never share the confirm window's tags: a re-open asked for while
+    one is under way waits for that one."""
+    producer = components.producer()
+    yield producer.ready
+    publisher = producer._publisher
+    channels = producer.connection.protocol._impl._channels
+    before = len(channels)
+    yield tools.within(defer.gatherResults([publisher._open(), publisher._open()]), FAST)
+    assert len(channels) == before + 1

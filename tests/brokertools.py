@@ -61,14 +61,24 @@ def broker_names(*kinds: str) -> list[str]:
     return names
 
 
+# This run's own mark in every name: another run on the same broker (a second checkout, a
+# colleague) uses the same prefixes, and its names in flight are not this run's leftovers.
+RUN = uuid.uuid4().hex[:8]
+
+
+def run_prefix(prefix: str) -> str:
+    """``prefix`` with this run's mark: where this run's names start."""
+    return f"{prefix}{RUN}."
+
+
 def leftovers(prefix: str) -> list[str]:
     """The queues and exchanges on the broker whose name starts with ``prefix``."""
     return [name for name in broker_names("queues", "exchanges") if name.startswith(prefix)]
 
 
 def assert_nothing_left(prefix: str) -> None:
-    """For a suite's end-of-session check: no queue or exchange of its own is left."""
-    left = leftovers(prefix)
+    """For a suite's end-of-session check: no queue or exchange of this run's is left."""
+    left = leftovers(run_prefix(prefix))
     assert not left, f"left on the broker: {left}"
 
 
@@ -202,7 +212,7 @@ class Names:
     to 40 characters. Remembers the queues and exchanges it named; ``delete`` removes them."""
 
     def __init__(self, prefix: str, test_name: str) -> None:
-        self.prefix = prefix
+        self.prefix = run_prefix(prefix)
         self.uid = uuid.uuid4().hex[:10]
         self.test = test_name.replace("[", "-").replace("]", "")[:40]
         self.queues: list[str] = []

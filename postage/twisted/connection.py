@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from postage.config import ConnectionSettings
 from postage.errors import AuthenticationError, BrokerConnectionError, VirtualHostError
+from postage.twisted import reader
 from postage.twisted.frames import ChannelFrames
 from postage.twisted.logs import PostageLogger
 
@@ -81,6 +82,10 @@ def _protocol_class() -> type:
         from pika.adapters.twisted_connection import TwistedProtocolConnection  # noqa: PLC0415
 
         class _Protocol(TwistedProtocolConnection):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                reader.install(self._impl)  # deliveries read without pika's detours
+
             # pika replaces the handshake's real error with AMQPConnectionError(attempts);
             # keep it, so that a bad password is reported as one.
             def _on_connection_failed(self, _connection: Any, error: Any = None) -> None:

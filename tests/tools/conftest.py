@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from brokertools import Admin, assert_nothing_left
+from brokertools import Admin, assert_nothing_left, run_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -148,8 +148,8 @@ class SlowNames:
 
     def __init__(self, tmp_path: Path) -> None:
         uid = uuid.uuid4().hex[:10]
-        self.exchange = f"{PREFIX}{uid}.x"
-        self.queue = f"{PREFIX}{uid}.q"
+        self.exchange = f"{run_prefix(PREFIX)}{uid}.x"
+        self.queue = f"{run_prefix(PREFIX)}{uid}.q"
         self.log = tmp_path / "handler.log"
         self.log.touch()
 

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from brokertools import Admin
+from brokertools import Admin, run_prefix
 
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
@@ -40,7 +40,7 @@ def peer(tk):
 @pytest.fixture
 def names():
     uid = uuid.uuid4().hex[:10]
-    exchange, queue = f"{PREFIX}{uid}.node.x", f"{PREFIX}{uid}.node.q"
+    exchange, queue = f"{run_prefix(PREFIX)}{uid}.node.x", f"{run_prefix(PREFIX)}{uid}.node.q"
     yield exchange, queue
     with Admin(f"{PREFIX}admin") as admin:
         admin.delete_queue(queue)

@@ -20,6 +20,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from brokertools import run_prefix
 from doctools import code_blocks, normalized, transcript
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +80,7 @@ def test_every_command_of_the_tutorial_prints_what_the_page_shows(tmp_path, admi
         "greeter-output") for line in block.lines]
     assert steps and greeter_says, "the tutorial page lost its console or output blocks"
 
-    exchange = f"{PREFIX}{uuid.uuid4().hex[:10]}.tutorial"
+    exchange = f"{run_prefix(PREFIX)}{uuid.uuid4().hex[:10]}.tutorial"
     folder = tmp_path / "hello-postage"
     folder.mkdir()
     for source in sorted(FILES.glob("*.py")):

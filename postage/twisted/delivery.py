@@ -42,15 +42,16 @@ class Delivery:
         """True while the channel it came on is open: an ack can still reach the broker."""
         return self.channel.is_open
 
-    def ack(self) -> bool:
-        """Ack it; True when the ack was sent (False: settled already, or its channel is
-        gone and the broker delivers the message again)."""
+    def ack(self, now: bool = False) -> bool:
+        """Ack it; True when the ack was sent or will be at the end of this reactor turn
+        (``now``: sent at once); False when settled already, or its channel is gone and the
+        broker delivers the message again."""
         if self.settled:
             return False
         self.settled = True
         if not self.channel.is_open:
             return False
-        self.channel.frames.ack(self.tag)
+        self.channel.frames.ack(self.tag, now)
         return True
 
     def reject(self, requeue: bool = False) -> bool:

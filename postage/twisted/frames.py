@@ -70,10 +70,14 @@ class ChannelFrames:
     def publish(self, exchange: str, key: str, body: str | bytes, properties: Any,
                 mandatory: bool = False) -> None:
         """``basic.publish`` with its content; raises as pika's ``basic_publish`` does for
-        a closed channel, and ``ValueError`` for a name over 255 bytes (nothing is sent)."""
+        a closed channel, and ``ValueError`` for a name over 255 bytes (nothing is sent).
+        Acks noted before it go out first: an RPC server's ack must reach the broker before
+        its reply (a reply can break the connection)."""
         channel = self._channel
         if not channel.is_open:
             channel._raise_if_not_open()
+        if self._settled > self._acked:
+            self.flush()
         if isinstance(body, str):
             body = body.encode("utf-8")
         method = self._routes.get((exchange, key, mandatory))
@@ -111,17 +115,21 @@ class ChannelFrames:
 
     # ---- acks: many at once where the protocol allows ---------------------------------
 
-    def ack(self, delivery_tag: int) -> None:
+    def ack(self, delivery_tag: int, now: bool = False) -> None:
         """Settle one delivery with ``basic.ack``.
 
         Deliveries on a channel are tagged 1, 2, 3...; once every delivery up to tag N is
         settled, one ``basic.ack`` with ``multiple`` acks them all. So a tag that extends
         the settled run is only noted, and the run is acked once, right after the reactor
-        is done with what it is handling now; a tag settled out of order (a slower handler
-        before it) is acked at once on its own, so that a delivery that is never settled
-        holds one prefetch slot, not every one after it."""
+        is done with what it is handling now (``now``: at once); a tag settled out of order
+        (a slower handler before it) is acked at once on its own, so that a delivery that
+        is never settled holds one prefetch slot, not every one after it."""
         if delivery_tag == self._settled + 1:
             self._extend(delivery_tag)
+            if now:
+                self.flush()
+            elif self._flush_call is None:
+                self._flush_call = self._connection._reactor.callLater(0, self._flush)
         else:
             self._write_ack(delivery_tag, multiple=False)
             self._singly.add(delivery_tag)
@@ -150,8 +158,6 @@ class ChannelFrames:
             settled += 1
             singly.discard(settled)
         self._settled = settled
-        if self._flush_call is None:
-            self._flush_call = self._connection._reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None

@@ -300,7 +300,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                          reply_to=reply_to)
                 return
             sent = True
-            delivery.ack()
+            delivery.ack(now=True)
             if not reply_to:
                 log.warn("an RPC request without reply_to cannot be answered")
                 return

@@ -272,7 +272,7 @@ class Channel:
         self.sent = []
         self.impl = self.frames = self
 
-    def ack(self, tag):
+    def ack(self, tag, now=False):
         self.sent.append(("ack", tag))
 
     def basic_reject(self, tag, requeue):

@@ -161,3 +161,13 @@ def test_flush_sends_the_waiting_ack_now():
     assert acks(connection) == [(1, True)]
     connection._reactor.advance(0)
     assert acks(connection) == [(1, True)]  # nothing more
+
+
+def test_acks_noted_before_a_publish_go_out_before_it():
+    """An RPC server acks a request, then replies: the ack must reach the broker first."""
+    connection = Connection()
+    frames = ChannelFrames(Channel(connection))
+    frames.ack(1)
+    frames.publish("", "reply-to", b"{}", BasicProperties())
+    assert frame.decode_frame(connection.written[0])[1].method.NAME == "Basic.Ack"
+    assert frame.decode_frame(connection.written[1])[1].method.NAME == "Basic.Publish"

@@ -15,6 +15,7 @@ from postage.errors import (
     NackError,
     PostageError,
     PublishError,
+    TLSVerificationError,
     UnroutableError,
     VirtualHostError,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "PublishError",
     "RpcCommand",
     "RpcHandler",
+    "TLSVerificationError",
     "UnroutableError",
     "VirtualHostError",
     "__version__",

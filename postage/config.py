@@ -2,7 +2,17 @@
 
 Everything is read when a component asks for it, never at import time, so a process can set
 its environment after importing Postage. Precedence, highest first: explicit arguments
-(``hup``, ``vhost``) > ``POSTAGE_RMQ_URL`` > ``POSTAGE_RMQ_*`` > defaults.
+(``hup``, ``vhost``, ``connect_timeout``) > ``POSTAGE_RMQ_URL`` (or the URL in the file
+``POSTAGE_RMQ_URL_FILE`` names, so that a password need not sit on a command line) >
+``POSTAGE_RMQ_*`` > defaults.
+
+The URL's query takes RabbitMQ's URI names: ``heartbeat`` (seconds; 0 turns heartbeats off),
+``connection_timeout`` (milliseconds, as in RabbitMQ's URI spec), and for ``amqps://``
+``cacertfile``, ``certfile``, ``keyfile``, ``verify`` (``verify_peer``, the default, or
+``verify_none``) and ``server_name_indication``. The environment gives the same through
+``POSTAGE_RMQ_HEARTBEAT``, ``POSTAGE_RMQ_CACERTFILE``, ``POSTAGE_RMQ_CERTFILE`` and
+``POSTAGE_RMQ_KEYFILE``. An unknown query name or a bad value is an error: a typo must not
+silently turn verification off or leave the heartbeat at its default.
 
 A password never appears in a repr or a log line: :class:`ConnectionSettings` hides it.
 """
@@ -13,7 +23,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 __all__ = [
     "DEFAULT_PORT",
@@ -22,23 +32,37 @@ __all__ = [
     "default_vhost",
     "parse_hosts",
     "settings",
+    "url_from_environment",
 ]
 
 DEFAULT_PORT = 5672
 DEFAULT_TLS_PORT = 5671
+DEFAULT_HEARTBEAT = 60
+
+_VERIFY = {"verify_peer": True, "verify_none": False}
 
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """Where and how to connect: the hosts to try in order, credentials and vhost."""
+    """Where and how to connect: the hosts to try in order, credentials and vhost, the
+    heartbeat and the first connection's bound, and for TLS the files and checks.
+
+    ``verify`` checks the broker's certificate chain and host name (against ``cacertfile``,
+    else the system's trust store); ``server_name`` is the name sent as SNI and checked
+    against the certificate (default: the host connected to)."""
 
     hosts: tuple[tuple[str, int], ...] = (("localhost", DEFAULT_PORT),)
     user: str = "guest"
     password: str = field(default="guest", repr=False)
     vhost: str = "/"
     tls: bool = False
-    heartbeat: int = 60
+    heartbeat: int = DEFAULT_HEARTBEAT
     connect_timeout: float = 10.0
+    cacertfile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    verify: bool = True
+    server_name: str | None = None
 
     def describe(self) -> str:
         """A one-line description that is safe to log (no password)."""
@@ -58,9 +82,29 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
+def url_from_environment() -> str | None:
+    """``POSTAGE_RMQ_URL``, else the first line of the file ``POSTAGE_RMQ_URL_FILE`` names,
+    else None. A file that cannot be read is a clear error (its content is never shown)."""
+    url = os.environ.get("POSTAGE_RMQ_URL")
+    if url:
+        return url
+    path = os.environ.get("POSTAGE_RMQ_URL_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the broker URL from {path!r} (POSTAGE_RMQ_URL_FILE): "
+                         f"{exc.__class__.__name__}") from None
+    if not text:
+        raise ValueError(f"the URL file {path!r} (POSTAGE_RMQ_URL_FILE) is empty")
+    return text.splitlines()[0].strip()
+
+
 def default_vhost() -> str:
     """The vhost components use unless told otherwise: the URL's, else ``POSTAGE_VHOST``."""
-    url = os.environ.get("POSTAGE_RMQ_URL")
+    url = url_from_environment()
     if url:
         return _parse_url(url)["vhost"]
     return _env("POSTAGE_VHOST", "/")
@@ -90,6 +134,40 @@ def parse_hosts(hosts: str | Iterable[str], default_port: int) -> tuple[tuple[st
     return tuple(parsed)
 
 
+def _number(name: str, text: str, kind: type = int) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, not {text!r}")
+    return value
+
+
+def _parse_query(query: str) -> dict[str, Any]:
+    """The URL query's options (RabbitMQ's URI names) as settings fields."""
+    values: dict[str, Any] = {}
+    for name, text in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        if name == "heartbeat":
+            values["heartbeat"] = _number("heartbeat", text)
+        elif name == "connection_timeout":
+            values["connect_timeout"] = _number("connection_timeout", text, float) / 1000
+        elif name in ("cacertfile", "certfile", "keyfile"):
+            values[name] = text
+        elif name == "verify":
+            if text not in _VERIFY:
+                raise ValueError(f"verify is verify_peer or verify_none, not {text!r}")
+            values["verify"] = _VERIFY[text]
+        elif name == "server_name_indication":
+            values["server_name"] = text
+        else:
+            raise ValueError(
+                f"unknown broker URL option {name!r}: Postage reads heartbeat, "
+                "connection_timeout, cacertfile, certfile, keyfile, verify, "
+                "server_name_indication")
+    return values
+
+
 def _parse_url(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme not in ("amqp", "amqps"):
@@ -107,6 +185,20 @@ def _parse_url(url: str) -> dict[str, Any]:
         values["user"] = unquote(parts.username)
     if parts.password is not None:
         values["password"] = unquote(parts.password)
+    values.update(_parse_query(parts.query))
+    return values
+
+
+def _from_environment() -> dict[str, Any]:
+    """Heartbeat and TLS files from ``POSTAGE_RMQ_*`` (a URL's query overrides them)."""
+    values: dict[str, Any] = {}
+    heartbeat = os.environ.get("POSTAGE_RMQ_HEARTBEAT")
+    if heartbeat:
+        values["heartbeat"] = _number("POSTAGE_RMQ_HEARTBEAT", heartbeat)
+    for name in ("cacertfile", "certfile", "keyfile"):
+        path = os.environ.get(f"POSTAGE_RMQ_{name.upper()}")
+        if path:
+            values[name] = path
     return values
 
 
@@ -120,18 +212,19 @@ def settings(
     ``hup`` replaces host, user and password as a whole (``{'host', 'user', 'password'}``,
     optional ``'port'``; ``host`` may be a list, each entry ``host`` or ``host:port``).
     """
-    url = os.environ.get("POSTAGE_RMQ_URL")
+    url = url_from_environment()
+    values = _from_environment()
     if url:
-        values = {"user": "guest", "password": "guest", **_parse_url(url)}
+        values.update({"user": "guest", "password": "guest", **_parse_url(url)})
         port = values["hosts"][0][1]
     else:
         port = int(_env("POSTAGE_RMQ_PORT", str(DEFAULT_PORT)))
-        values = {
+        values.update({
             "hosts": parse_hosts(_env("POSTAGE_RMQ_HOST", "localhost"), port),
             "user": _env("POSTAGE_RMQ_USER", "guest"),
             "password": _env("POSTAGE_RMQ_PASSWORD", "guest"),
             "vhost": _env("POSTAGE_VHOST", "/"),
-        }
+        })
     if hup is not None:
         hup_port = int(hup.get("port", port))
         values["hosts"] = parse_hosts(hup.get("host", "localhost"), hup_port)

@@ -12,6 +12,10 @@ The hierarchy is part of the API: applications catch these classes by name.
      +-- BrokerConnectionError: no usable connection to the broker
           +-- AuthenticationError: wrong user or password (permanent: never retried)
           +-- VirtualHostError: the virtual host does not exist or is forbidden (permanent)
+          +-- TLSVerificationError: the broker's certificate does not verify (permanent)
+
+Whether retrying can help is decided once, here: an error class with ``permanent = True`` is
+never retried (by a reconnecting session, or by the twistd service's first connection).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "NackError",
     "PostageError",
     "PublishError",
+    "TLSVerificationError",
     "UnroutableError",
     "VirtualHostError",
 ]
@@ -54,12 +59,28 @@ class UnroutableError(PublishError):
 
 
 class BrokerConnectionError(PostageError):
-    """The broker could not be reached, or the connection was lost and not restored."""
+    """The broker could not be reached, or the connection was lost and not restored.
+
+    Transient unless a subclass says otherwise: an unreachable broker may come back."""
+
+    permanent = False
 
 
 class AuthenticationError(BrokerConnectionError):
     """The broker refused the credentials. Permanent: retrying cannot help."""
 
+    permanent = True
+
 
 class VirtualHostError(BrokerConnectionError):
     """The virtual host does not exist or the user may not use it. Permanent."""
+
+    permanent = True
+
+
+class TLSVerificationError(BrokerConnectionError):
+    """The broker's TLS certificate does not verify (unknown CA, expired, or issued for
+    another host name). Permanent: the same certificate is presented on every attempt, and
+    retrying would only hide a misconfiguration or an impostor."""
+
+    permanent = True

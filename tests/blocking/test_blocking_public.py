@@ -44,6 +44,7 @@ def test_messaging_all_is_pinned():
         "PublishError",
         "RpcCommand",
         "RpcHandler",
+        "TLSVerificationError",
         "UnroutableError",
         "VirtualHostError",
         "decode_envelope",

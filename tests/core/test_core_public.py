@@ -39,6 +39,7 @@ PUBLIC_NAMES = [
     "PublishError",
     "RpcCommand",
     "RpcHandler",
+    "TLSVerificationError",
     "UnroutableError",
     "VirtualHostError",
     "__version__",

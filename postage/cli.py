@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("command", help="command name")
         p.add_argument("parameters", nargs="*", metavar="name=value",
                        help="command parameters; values are JSON when they parse")
-        p.add_argument("--url", help="broker URL (default: POSTAGE_RMQ_URL or POSTAGE_RMQ_*)")
+        urls = p.add_mutually_exclusive_group()
+        urls.add_argument("--url", help="broker URL (default: POSTAGE_RMQ_URL or POSTAGE_RMQ_*)")
+        urls.add_argument("--url-file", metavar="PATH",
+                          help="a file holding the broker URL (keeps the password off the "
+                          "command line; sets POSTAGE_RMQ_URL_FILE)")
         p.add_argument("--vhost", help="virtual host (default: POSTAGE_VHOST or /)")
         if action == "rpc":
             p.add_argument("--timeout", type=float, default=30.0,
@@ -60,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                          "class are those of 'twistd postage --help'.")
     run.add_argument("processor", help="package.module:Class")
     run.add_argument("options", nargs=argparse.REMAINDER,
-                     help="--name N --type T --vhost V --url URL --log-level L --processor ...")
+                     help="--name N --type T --vhost V --url URL --url-file PATH --log-level L "
+                     "--processor ...")
     return parser
 
 
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             return commands.run(args.processor, args.options)
         if args.url:
             os.environ["POSTAGE_RMQ_URL"] = args.url
+        if args.url_file:
+            os.environ.pop("POSTAGE_RMQ_URL", None)
+            os.environ["POSTAGE_RMQ_URL_FILE"] = args.url_file
         return commands.call(args.action, args.exchange, args.key, args.command,
                              parse_parameters(args.parameters), vhost=args.vhost,
                              timeout=getattr(args, "timeout", None),

@@ -28,7 +28,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
 from postage.config import ConnectionSettings
@@ -207,6 +207,9 @@ class Session:
             raise BrokerConnectionError("closed before the connection was made") from None
         except Exception:
             if not self.closing:  # the first connection failed: nothing retries it
+                # (stopped on the next turn: we are called from inside ClientService's
+                # transition to "waiting", which a stop input must not interrupt)
+                yield task.deferLater(self.reactor, 0, lambda: None)
                 yield self._stop_service()
             raise
         if self.closing:

@@ -2,9 +2,11 @@
 
 Each processor class is built as ``Class(fingerprint)`` (the 3.0.3 demos' form) and run by
 one :class:`~postage.twisted.scheduler.MicroScheduler`. Daemons may start before the broker,
-so an unreachable broker is retried forever (logged, with backoff); a wrong password or a
-missing vhost is permanent, logged, and the process exits non-zero. ``quit`` stops the
-service and the process exits 0. SIGTERM stops gracefully: consuming stops, running handlers
+so an unreachable broker is retried forever (logged, with the sessions' own
+:func:`~postage.twisted.connection.reconnect_policy`); a permanent error (a wrong password,
+a missing vhost, a certificate that does not verify: ``is_permanent``, decided by the error
+classes) is logged, and the process exits non-zero. ``quit`` stops the service and the
+process exits 0. SIGTERM stops gracefully: consuming stops, running handlers
 finish and are acked, connections close.
 """
 
@@ -20,9 +22,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.python import usage
 
-from postage.errors import AuthenticationError, BrokerConnectionError, VirtualHostError
+from postage.errors import BrokerConnectionError
 from postage.fingerprint import Fingerprint
-from postage.twisted.connection import Backoff
+from postage.twisted.connection import is_permanent, reconnect_policy
 from postage.twisted.logs import LEVELS, PostageLogger, set_level
 from postage.twisted.scheduler import MicroScheduler
 
@@ -61,6 +63,8 @@ class Options(usage.Options):
         ["vhost", None, None, "RabbitMQ virtual host (sets POSTAGE_VHOST)"],
         ["url", None, None, "Broker URL amqp://user:password@host:port/vhost "
                             "(sets POSTAGE_RMQ_URL)"],
+        ["url-file", None, None, "A file holding the broker URL, so that the password is "
+                                 "not on the command line (sets POSTAGE_RMQ_URL_FILE)"],
         ["log-level", None, None, "debug, info, warn, error or critical [default: info, or "
                                   "debug when POSTAGE_DEBUG_MODE=true]"],
     ]
@@ -78,6 +82,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["processors"]:
             raise usage.UsageError("give at least one --processor package.module:Class")
+        if self["url"] and self["url-file"]:
+            raise usage.UsageError("give --url or --url-file, not both")
+        if self["url-file"] and not os.access(self["url-file"], os.R_OK):
+            raise usage.UsageError(f"--url-file {self['url-file']!r} cannot be read")
         level = self["log-level"]
         if level is not None and level not in LEVELS:
             raise usage.UsageError(f"--log-level is one of {', '.join(LEVELS)}, not {level!r}")
@@ -95,7 +103,10 @@ class PostageService(service.Service):
         self.exit_code = 0
         self.scheduler: MicroScheduler | None = None
         self._retry: Any = None
-        self.backoff = Backoff()  # for the first connection; sessions have their own
+        # the first connection: the delays of the sessions' reconnections (ClientService's
+        # retryPolicy), the attempt count reset once the processors consume
+        self.retry_policy = reconnect_policy()
+        self.failed_attempts = 0
         self._stopping = False
 
     def startService(self) -> None:
@@ -123,7 +134,7 @@ class PostageService(service.Service):
 
     def _started(self, _: Any) -> None:
         log.info("consuming: {names}", names=", ".join(cls.__name__ for cls in self.classes))
-        self.backoff.reset()
+        self.failed_attempts = 0
 
     def _ended(self, _: Any) -> None:
         if not self._stopping:
@@ -134,12 +145,12 @@ class PostageService(service.Service):
         error = failure.value
         if self._stopping:
             return
-        if isinstance(error, (AuthenticationError, VirtualHostError)) or not isinstance(
-                error, BrokerConnectionError):
+        if is_permanent(error) or not isinstance(error, BrokerConnectionError):
             log.critical("cannot run: {error}", error=error)
             self._exit_with(1)
             return
-        delay = self.backoff.next()
+        self.failed_attempts += 1
+        delay = self.retry_policy(self.failed_attempts)
         log.warn("{error}; connecting again in {delay:.1f}s", error=error, delay=delay)
         self._retry = self.reactor.callLater(delay, self._run)
 
@@ -173,6 +184,9 @@ def makeService(options: Options) -> PostageService:
         os.environ["POSTAGE_VHOST"] = options["vhost"]
     if options["url"]:
         os.environ["POSTAGE_RMQ_URL"] = options["url"]
+    if options["url-file"]:
+        os.environ.pop("POSTAGE_RMQ_URL", None)  # the option given wins over the environment
+        os.environ["POSTAGE_RMQ_URL_FILE"] = options["url-file"]
     if options["log-level"]:
         set_level(options["log-level"])
     classes = [load_class(path) for path in options["processors"]]

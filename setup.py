@@ -48,7 +48,7 @@ setup(
     include_package_data=False,
     install_requires=[
         "pika>=1.4.4,<2",
-        "Twisted>=24.3",
+        "Twisted[tls]>=24.3,<27",
     ],
     extras_require={
         "test": [

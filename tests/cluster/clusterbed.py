@@ -236,11 +236,15 @@ def ctl(node: int, *args: str, timeout: float = 60, tool: str = "rabbitmqctl") -
     return result.stdout
 
 
+_CHILDREN: list[subprocess.Popen[bytes]] = []  # kept, and reaped at stop()
+
+
 def _launch(node: int) -> None:
     log = open(_node_dir(node) / "log" / "console.log", "ab")  # noqa: SIM115 - kept by child
-    subprocess.Popen([str(SBIN / "rabbitmq-server")], env=environment(node), stdout=log,
-                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                     start_new_session=True, cwd=str(DIR))
+    _CHILDREN.append(subprocess.Popen(
+        [str(SBIN / "rabbitmq-server")], env=environment(node), stdout=log,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        cwd=str(DIR)))
     log.close()
 
 
@@ -300,6 +304,14 @@ def stop() -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
+    for child in [child for child in _CHILDREN if child.poll() is not None]:
+        _CHILDREN.remove(child)
+    for child in list(_CHILDREN):  # scripts whose VM we killed: reap them
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+        _CHILDREN.remove(child)
     shutil.rmtree(DIR, ignore_errors=True)
 
 

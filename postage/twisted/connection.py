@@ -229,13 +229,15 @@ class Session:
         connection.on_lost(lambda error: self._on_lost(connection, error))
 
         def done(outcome: Any) -> None:
-            if not isinstance(outcome, Failure) and not connection.is_open:
-                outcome = Failure(connection.lost_reason or BrokerConnectionError(
-                    "the connection was lost while it was being set up"))
+            # (lost_reason, not is_open: a close() begun from the owner's own set-up, e.g.
+            # by whoever waited for its `ready`, is no failure of the set-up)
+            if not isinstance(outcome, Failure) and connection.lost_reason is not None:
+                outcome = Failure(connection.lost_reason)
             if isinstance(outcome, Failure):
                 if self.connection is connection:
                     self.connection = None  # its loss is this failure, reported below
-                connection.abort()
+                if not self.closing:  # (closing: close() ends this link, gracefully first)
+                    connection.abort()
                 if not result.called:
                     if self._started and not self.closing:
                         log.warn("setting up the connection failed: {error}",

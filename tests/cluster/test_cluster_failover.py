@@ -114,7 +114,7 @@ def test_a_killed_node_rejoins_and_serves_its_quorum_queue_again(name, admin, to
     assert bodies == [b'{"via": "node 1"}']
     members = json.loads(clusterbed.ctl(2, "list_queues", "name", "members", "--formatter",
                                         "json", "-q"))
-    assert [row["members"] for row in members if row["name"] == queue] == [
+    assert [sorted(row["members"]) for row in members if row["name"] == queue] == [
         sorted(clusterbed.node_name(n) for n in clusterbed.NODES)]
 
 

@@ -278,3 +278,35 @@ def test_a_processor_stops_in_bounded_time_while_the_broker_path_is_silent(
     took = time.monotonic() - started
     print(f"stop with a silent broker path took {took:.1f}s")
     assert not processor.consumer.connection or not processor.consumer.connection.is_open
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_producer_closes_in_bounded_time_while_the_broker_path_is_silent(
+        components, names, broker, frozen_proxies, tools):
+    relay = frozen_proxies()
+    queue = broker.declare_queue(names.queue())
+    producer = components.producer(hup={**GUEST, "port": relay.port})
+    yield tools.within(producer.ready, 10)
+    relay.freeze()
+    waiting = producer.message_ping(_key=queue)  # never confirmed: the link is silent
+    started = time.monotonic()
+    yield tools.within(producer.close(), 2 * CLOSE_TIMEOUT + 5)
+    print(f"producer close with a silent broker path took {time.monotonic() - started:.1f}s")
+    with pytest.raises(BrokerConnectionError):
+        yield tools.within(waiting, 1)  # ended by the close, not left hanging
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_tls_ca_file_that_cannot_be_read_fails_at_once_and_is_permanent(monkeypatch, tmp_path,
+                                                                        components, tools):
+    from postage import TLSVerificationError
+
+    missing = tmp_path / "no-such-ca.pem"
+    monkeypatch.setenv("POSTAGE_RMQ_URL", f"amqps://guest:guest@{BROKER_HOST}:{BROKER_PORT}/"
+                                          f"?cacertfile={missing}")
+    started = time.monotonic()
+    producer = components.producer(hup=None)
+    with pytest.raises(TLSVerificationError) as raised:
+        yield tools.within(producer.ready, 10)
+    assert str(missing) in str(raised.value) and raised.value.permanent
+    assert time.monotonic() - started < 5

@@ -5,6 +5,7 @@ heartbeat and reconnected, and a stop that ends while the broker path is silent.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
@@ -37,6 +38,47 @@ def test_reconnect_policy_default_randomness_stays_within_the_bounds():
     delays = [policy(3) for _ in range(200)]
     assert all(floor(3) <= delay < floor(3) + 0.5 for delay in delays)
     assert len(set(delays)) > 1  # jittered: a fleet does not reconnect in step
+
+
+def test_client_service_with_the_policy_retries_at_half_a_second_doubling_to_30_on_a_clock():
+    """The schedule as ClientService applies it (its attempt numbering included): the gaps
+    between failed attempts, on a clock."""
+    from twisted.application.internet import ClientService
+
+    clock = task.Clock()
+    attempts = []
+
+    class Refusing:
+        def connect(self, factory):
+            attempts.append(clock.seconds())
+            return defer.fail(BrokerConnectionError("refused"))
+
+    service = ClientService(Refusing(), protocol.Factory(), clock=clock,
+                            retryPolicy=reconnect_policy(rand=lambda: 0.0))
+    service.startService()
+    while len(attempts) < 10:
+        clock.advance(0.25)  # every delay is a multiple of this step
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert gaps[:9] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    service.stopService()
+
+
+def test_the_twistd_service_retries_its_first_connection_on_the_same_schedule():
+    from twisted.python.failure import Failure
+
+    from postage.twisted.service import PostageService
+
+    clock = task.Clock()
+    service = PostageService([], None, "component", reactor=clock)
+    service.retry_policy = reconnect_policy(rand=lambda: 0.0)
+    delays = []
+    for _ in range(8):
+        service._failed(Failure(BrokerConnectionError("the broker is not up yet")))
+        (call,) = clock.getDelayedCalls()
+        delays.append(call.getTime() - clock.seconds())
+        call.cancel()
+    assert delays == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert service.exit_code == 0  # transient: never an exit
 
 
 def test_permanence_is_a_class_attribute_of_the_errors():

@@ -111,12 +111,13 @@ async def whole_cluster(cluster: Any) -> Any:
     down = [node for node in clusterbed.NODES if clusterbed.node_pid(node) is None]
     for node in down:
         await in_thread(clusterbed.start_node, node)
-    for node in clusterbed.NODES:  # an app stopped by a test that failed half-way
-        try:
-            await in_thread(clusterbed.ctl, node, "start_app")
-        except RuntimeError:
-            pass
-    await in_thread(clusterbed.wait_clustered)
+    running = await in_thread(clusterbed.running_nodes, clusterbed.NODES[0])
+    stopped = [node for node in clusterbed.NODES
+               if node not in down and clusterbed.node_name(node) not in running]
+    for node in stopped:  # an app stopped by a test that failed half-way
+        await in_thread(clusterbed.ctl, node, "start_app")
+    if down or stopped:
+        await in_thread(clusterbed.wait_clustered)
     yield
 
 

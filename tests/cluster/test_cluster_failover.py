@@ -54,25 +54,28 @@ def figures(published, cuts, bodies, resumed=None, what="messages"):
 @defer.inlineCallbacks
 def confirmed_stream(sender, queue, count, fault_at, fault):
     """Publish ``count`` confirmed messages (parameters 0..count-1); once ``fault_at`` are
-    confirmed, call ``fault()``. Fires with (failures, seconds from the fault to the next
-    confirm)."""
+    confirmed, call ``fault()``. Fires with (failures, seconds from the fault to the first
+    confirm that came on another connection than the one of the fault, or None)."""
     confirmed = []
     fault_time = []
+    resumed = []
+    at_fault = []
 
     def on_confirm(result):
         confirmed.append(time.monotonic())
         if len(confirmed) == fault_at:
+            at_fault.append(sender.connection)
             fault_time.append(time.monotonic())
             fault()
+        elif at_fault and not resumed and sender.connection is not at_fault[0]:
+            resumed.append(time.monotonic() - fault_time[0])
         return result
 
     publishes = [sender.message_seq(i, _key=queue).addCallback(on_confirm)
                  for i in range(count)]
     results = yield defer.DeferredList(publishes, consumeErrors=True)
     failures = [result for ok, result in results if not ok]
-    after = [at for at in confirmed if fault_time and at > fault_time[0]]
-    resumed = (after[0] - fault_time[0]) if after else None
-    return failures, resumed
+    return failures, (resumed[0] if resumed else None)
 
 
 @pytest_twisted.inlineCallbacks

@@ -280,3 +280,37 @@ def test_persistent_messages_on_a_durable_queue_survive_their_node_restarted(
     bodies = admin(1).drain(queue)
     lost, duplicates = figures(count, 1, bodies, what="persistent messages (node restarted)")
     assert lost == [] and duplicates == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_password_that_stops_working_ends_the_reconnection_at_once(name, closing, tools):
+    """Permanence while reconnecting: the connection is lost, the password was changed
+    meanwhile; the reconnection fails with AuthenticationError, the session gives up
+    (``failed``) instead of retrying forever, and nothing is scheduled after that."""
+    from twisted.internet import reactor
+
+    from postage import AuthenticationError, config
+    from postage.twisted.connection import Session
+
+    user = f"postage-test-{name('u')[-14:-2]}"
+    yield tools.in_thread(clusterbed.ctl, 1, "add_user", user, "first-pw")
+    yield tools.in_thread(clusterbed.ctl, 1, "set_permissions", user, ".*", ".*", ".*")
+    try:
+        settings = config.settings({"host": tools.hosts(1, 2), "user": user,
+                                    "password": "first-pw"})
+        events = {"setup": [], "lost": [], "failed": []}
+        session = Session(settings, reactor, user, events["setup"].append,
+                          events["lost"].append, events["failed"].append)
+        closing.add(session)
+        yield tools.within(session.start(), 20)
+        yield tools.in_thread(clusterbed.ctl, 1, "change_password", user, "second-pw")
+        session.connection.abort()  # the link drops; every reconnection meets the new password
+        yield tools.wait_for(lambda: events["failed"], 30, what="the session to give up")
+        assert isinstance(events["failed"][0], AuthenticationError)
+        assert "first-pw" not in str(events["failed"][0])
+        assert len(events["setup"]) == 1 and len(events["lost"]) == 1
+        assert session.endpoint.attempts == 2  # the first connection, one reconnection
+        with pytest.raises(defer.CancelledError):  # stopped: no retry pending
+            yield tools.within(session._service.whenConnected(), 5)
+    finally:
+        yield tools.in_thread(clusterbed.ctl, 1, "delete_user", user)

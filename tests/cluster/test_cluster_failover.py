@@ -220,8 +220,9 @@ def rpc_load(caller, exchange, duration, fault_at, fault, workers=5):
         lambda _: (len(results), [result for result in results if not result], longest[0]))
 
 
+@pytest.mark.parametrize("fault", ["kill", "stop_app"])
 @pytest_twisted.inlineCallbacks
-def test_rpc_goes_on_when_the_servers_node_is_killed(name, closing, tools):
+def test_rpc_goes_on_when_the_servers_node_goes_down(name, closing, tools, fault):
     queue = name()
     cls, exchange = echo_server(queue)
     server = cls(Fingerprint(name="postage-test.cluster.echo"), hup=hosts_hup((1, 3, 2)))
@@ -229,9 +230,10 @@ def test_rpc_goes_on_when_the_servers_node_is_killed(name, closing, tools):
     yield tools.within(server.start(), 20)
     caller = producer(closing, (2, 3, 1), eks=[(exchange, "echo")])
     yield tools.within(caller.ready, 20)
-    calls, bad, longest = yield tools.within(
-        rpc_load(caller, exchange, 6, 1.5, lambda: clusterbed.kill_node(1)), 120)
-    print(f"{calls} RPC calls, 1 cut (server's node killed), {len(bad)} not answered, "
+    down = ((lambda: clusterbed.kill_node(1)) if fault == "kill"
+            else (lambda: tools.in_thread(clusterbed.ctl, 1, "stop_app")))
+    calls, bad, longest = yield tools.within(rpc_load(caller, exchange, 6, 1.5, down), 120)
+    print(f"{calls} RPC calls, 1 cut (server's node: {fault}), {len(bad)} not answered, "
           f"longest call {longest:.2f} s")
     assert calls > 0 and bad == []
 

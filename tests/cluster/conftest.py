@@ -104,6 +104,23 @@ def cluster() -> Any:
         clusterbed.stop()
 
 
+def _running_nodes(down: list[int]) -> list[str]:
+    """The cluster's running nodes, asked of the first node that answers (one whose app a
+    test stopped does not)."""
+    error: Exception | None = None
+    for node in clusterbed.NODES:
+        if node in down:
+            continue
+        try:
+            running = clusterbed.running_nodes(node)
+        except (RuntimeError, ValueError) as exc:
+            error = exc
+            continue
+        if clusterbed.node_name(node) in running:
+            return running
+    raise RuntimeError(f"no node of the cluster answers: {error}")
+
+
 @pytest_twisted.async_yield_fixture(autouse=True)
 async def whole_cluster(cluster: Any) -> Any:
     """Before each test: every node running and in the cluster (a test that took one down
@@ -111,7 +128,7 @@ async def whole_cluster(cluster: Any) -> Any:
     down = [node for node in clusterbed.NODES if clusterbed.node_pid(node) is None]
     for node in down:
         await in_thread(clusterbed.start_node, node)
-    running = await in_thread(clusterbed.running_nodes, clusterbed.NODES[0])
+    running = await in_thread(_running_nodes, down)
     stopped = [node for node in clusterbed.NODES
                if node not in down and clusterbed.node_name(node) not in running]
     for node in stopped:  # an app stopped by a test that failed half-way

@@ -238,10 +238,6 @@ def test_rpc_goes_on_when_the_servers_node_goes_down(name, closing, tools, fault
     assert calls > 0 and bad == []
 
 
-@pytest.mark.xfail(strict=True, reason="RabbitMQ 3.10 closes the replier's connection when "
-                   "it replies to a direct reply-to of a dead node; the server replies before "
-                   "it acks, so the request comes back and kills it again (defect 11: "
-                   "ack-before-reply, fixed on main)")
 @pytest_twisted.inlineCallbacks
 def test_rpc_goes_on_when_the_callers_node_is_killed(name, closing, tools):
     queue = name()
@@ -262,9 +258,6 @@ def test_rpc_goes_on_when_the_callers_node_is_killed(name, closing, tools):
     assert result.value == "after"
 
 
-@pytest.mark.xfail(strict=True, reason="message_* publishes are transient (delivery_mode 1), "
-                   "so a node restart drops them from a durable queue (defect 4: persistent "
-                   "by default, fixed on main)")
 @pytest_twisted.inlineCallbacks
 def test_persistent_messages_on_a_durable_queue_survive_their_node_restarted(
         name, admin, closing, tools):

@@ -240,6 +240,9 @@ def test_rpc_goes_on_when_the_servers_node_goes_down(name, closing, tools, fault
 
 @pytest_twisted.inlineCallbacks
 def test_rpc_goes_on_when_the_callers_node_is_killed(name, closing, tools):
+    """RabbitMQ 3.10 closes the connection of a server that replies to a direct reply-to
+    of the dead node; the server acks each request before replying, so such a request is
+    not delivered again and the server goes on answering the others."""
     queue = name()
     cls, exchange = echo_server(queue)
     server = cls(Fingerprint(name="postage-test.cluster.echo"), hup=hosts_hup((3, 1, 2)))

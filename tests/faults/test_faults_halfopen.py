@@ -24,9 +24,6 @@ SLACK = 24.0  # reconnecting and sending 20 MB again, on a loaded machine
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.xfail(strict=True, reason="defect 7: a half-open link with unsent data buffered "
-                   "is never declared lost (loseConnection waits for the buffer), and the "
-                   "heartbeat URL query is ignored (60 s is negotiated)")
 async def test_a_half_open_link_with_unsent_data_is_declared_lost_and_nothing_is_lost(
         components, names, broker, proxy, tools, figures, monkeypatch):
     monkeypatch.setenv("POSTAGE_RMQ_URL", f"{proxy.url()}?heartbeat={HEARTBEAT}")
@@ -80,8 +77,6 @@ CONSUMED = 2000
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.xfail(strict=True, reason="defect 7: the heartbeat cannot be set (a heartbeat URL "
-                   "query is ignored, 60 s is negotiated), so a half-open link goes unnoticed")
 async def test_a_processor_on_a_half_open_link_reconnects_and_handles_everything(
         components, names, broker, proxy, tools, figures, monkeypatch):
     monkeypatch.setenv("POSTAGE_RMQ_URL", f"{proxy.url()}?heartbeat={HEARTBEAT}")

@@ -149,8 +149,6 @@ async def test_sigterm_with_handlers_outlasting_stop_timeout_ends_in_time_and_re
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.xfail(strict=True, reason="defect 8: stop waits without bound for consumer "
-                   "cancels and channel/connection closes while the broker path is silent")
 async def test_sigterm_while_the_broker_path_is_silent_ends_within_stop_timeout(
         components, component, names, broker, proxy, tools, figures):
     queue = names.queue("stream")

@@ -40,8 +40,6 @@ async def _ends_within(d: defer.Deferred, tools) -> float | None:
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.xfail(strict=True, reason="defect 8: closing waits without bound for the broker's "
-                   "close-ok while the path to the broker is silent")
 async def test_a_producer_closes_in_time_on_a_silent_link(components, names, broker, proxy,
                                                           tools, figures):
     queue = names.queue("q")
@@ -56,8 +54,6 @@ async def test_a_producer_closes_in_time_on_a_silent_link(components, names, bro
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.xfail(strict=True, reason="defect 8: stop waits without bound for consumer "
-                   "cancels and channel/connection closes while the broker path is silent")
 async def test_a_processor_stops_in_time_on_a_silent_link(components, names, proxy, tools,
                                                           figures):
     queue = names.queue("q")

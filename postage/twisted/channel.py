@@ -169,7 +169,10 @@ class Channel:
         :data:`CLOSE_TIMEOUT` (the link is then aborted)."""
         if not self.is_open:
             return defer.succeed(None)
+        if self._frames is not None:
+            self._frames.flush()  # acks waiting for the end of this turn go out first
         d: defer.Deferred[None] = defer.Deferred()
+
         def closed(result: Any) -> Any:
             d.callback(None)
             return result  # later callbacks on on_closed still see the reason

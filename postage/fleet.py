@@ -11,14 +11,26 @@ import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["COLUMNS", "CONTROL_EXCHANGE", "DESCRIBE", "describe_value", "format_table",
-           "format_uptime", "iso_utc", "key_for"]
+from postage.exchanges import Exchange
+
+__all__ = ["COLUMNS", "CONTROL_EXCHANGE", "DESCRIBE", "ControlExchange", "describe_value",
+           "format_table", "format_uptime", "iso_utc", "key_for"]
 
 #: The durable topic exchange every processor's control queue is bound to.
 CONTROL_EXCHANGE = "postage.control"
 #: The RPC command (type ``command``) a processor answers on its control queue.
 DESCRIBE = "describe"
 ALL = "all"
+
+
+class ControlExchange(Exchange):
+    """``postage.control``: durable, so that it outlives every component; whoever needs it
+    declares it (the same declaration each time, so they never disagree)."""
+
+    name = CONTROL_EXCHANGE
+    exchange_type = "topic"
+    durable = True
+    auto_delete = False
 
 COLUMNS = ("NAME", "TYPE", "HOST", "PID", "VERSION", "UPTIME", "HANDLED", "FAILED",
            "IN FLIGHT")

@@ -16,6 +16,7 @@ The adapter has sharp edges (``shared/PIKA-TWISTED-NOTES.md``) that this module 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -402,6 +403,9 @@ class Session:
         self.backoff = Backoff()
         self._retry: Any = None
         self._shutdown_trigger: Any = None
+        # for describe and metrics: plain values, read when asked
+        self.connected_since: float | None = None  # POSIX time of the current connection
+        self.connections = 0  # connections made; reconnections are the ones after the first
 
     @defer.inlineCallbacks
     def start(self) -> Any:
@@ -430,11 +434,14 @@ class Session:
                 connection.protocol.transport.abortConnection()
             raise
         self.backoff.reset()
+        self.connected_since = time.time()
+        self.connections += 1
 
     def _on_lost(self, connection: Connection, error: Exception) -> None:
         if connection is not self.connection:
             return
         self.connection = None
+        self.connected_since = None
         if self.closing:
             return
         self._lost(error)

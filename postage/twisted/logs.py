@@ -12,6 +12,7 @@ from typing import Any
 from twisted.logger import Logger, LogLevel
 
 from postage import config
+from postage.tracing import current as _current_trace
 
 __all__ = ["LEVELS", "PostageLogger", "set_level"]
 
@@ -40,9 +41,14 @@ def _current() -> int:
 
 
 class PostageLogger(Logger):
-    """A ``Logger`` that honours :func:`set_level`."""
+    """A ``Logger`` that honours :func:`set_level`; an event emitted while a handler runs
+    carries the ``trace_id`` of the delivery it serves."""
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:  # noqa: A002
         if _ORDER[level] >= _current():
+            if "trace_id" not in kwargs:
+                trace = _current_trace.get()
+                if trace is not None:
+                    kwargs["trace_id"] = trace.trace_id
             super().emit(level, format, **kwargs)
 

@@ -91,7 +91,14 @@ def run(processor: str, arguments: list[str]) -> int:
     options = Options()
     try:
         options.parseOptions(["--processor", processor, *arguments])
-        service = makeService(options)
+        if options["workers"] < 1:
+            raise usage.UsageError("--workers is 1 or more")
+        if options["workers"] > 1:
+            from postage.twisted.workers import WorkersService  # noqa: PLC0415
+
+            service = WorkersService(processor, arguments, options["workers"])
+        else:
+            service = makeService(options)
     except usage.UsageError as exc:
         sys.stderr.write(f"postage run: {exc}\n")
         return EXIT_USAGE

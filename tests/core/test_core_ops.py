@@ -155,3 +155,16 @@ def test_format_table_one_sorted_row_per_answer():
 def test_key_for():
     assert fleet.key_for(None) == "all"
     assert fleet.key_for("echo") == "name.echo"
+
+
+def test_the_one_step_headers_match_the_contexts():
+    parent = tracing.new_context()
+    child = tracing.parse(tracing.child_header(parent))
+    assert (child.trace_id, child.flags) == (parent.trace_id, parent.flags)
+    assert child.span_id != parent.span_id
+    assert TRACEPARENT.match(tracing.outgoing_header())
+    token = tracing.current.set(parent)
+    try:
+        assert tracing.parse(tracing.outgoing_header()).trace_id == parent.trace_id
+    finally:
+        tracing.current.reset(token)

@@ -20,7 +20,7 @@ from pika import BasicProperties
 from twisted.internet import defer
 
 from postage import __version__, fleet, tracing
-from postage.errors import MessageFormatError
+from postage.errors import BrokerConnectionError, MessageFormatError
 from postage.messages import MessageResult, MessageResultError, decode_envelope
 from postage.twisted.consumer import GenericConsumer
 from postage.twisted.logs import PostageLogger
@@ -77,9 +77,12 @@ class ControlResponder:
         return self._starting
 
     def _start_failed(self, failure: Any) -> None:
-        if not self.consumer._session.closing:
-            log.warn("{queue}: not discoverable: {error}", queue=self.queue,
-                     error=failure.value)
+        if self.consumer._session.closing:
+            return
+        # an unreachable broker is the processor's to report; anything else (a user not
+        # allowed to declare postage.control) is this one's
+        emit = log.debug if isinstance(failure.value, BrokerConnectionError) else log.warn
+        emit("{queue}: not discoverable: {error}", queue=self.queue, error=failure.value)
 
     @defer.inlineCallbacks
     def stop(self) -> Any:

@@ -211,4 +211,5 @@ def listen(port: int, host: str = "127.0.0.1", reactor: Any = None) -> Any:
 
     site = Site(resource())
     site.noisy = False
+    site.log = lambda _request: None  # no access log line per scrape
     return reactor.listenTCP(port, site, interface=host)

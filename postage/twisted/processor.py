@@ -103,8 +103,14 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             self._started = OneShot()
             d = self.consumer.start(self._on_delivery)
             self.consumer.gave_up.addCallback(self._on_gave_up)
-            d.addCallback(lambda _: self).addBoth(self._started.fire)
+            d.addCallbacks(lambda _: self, self._not_started).addBoth(self._started.fire)
         return self._started.when()
+
+    def _not_started(self, failure: Failure) -> Failure:
+        stats.components.discard(self)  # (a service retrying builds a new processor)
+        if self.control is not None:
+            self.control.stop()
+        return failure
 
     def when_stopped(self) -> defer.Deferred[bool]:
         """Fires once the processor has stopped, with True when a ``quit`` message stopped

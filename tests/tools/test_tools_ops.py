@@ -190,3 +190,35 @@ def test_workers_0_is_a_usage_error(run_tool, tk):
 
     assert done.returncode == 2
     assert "--workers" in done.stderr
+
+
+def test_workers_drain_their_running_handlers_on_sigterm(slow_names, spawn, run_tool, tk):
+    name = _name("drain")
+    supervisor = spawn(tk.POSTAGE, "run", "slow_component:SlowProcessor", "--name", name,
+                       "--workers", "2", env=slow_names.env())
+    _answers(run_tool, tk, name)
+    tk.wait_for(lambda: len(json.loads(run_tool(tk.POSTAGE, "ps", "--json", "--name",
+                                                name).stdout or "[]")) == 2, 30,
+                interval=0.2, what="two workers")
+    for n in (1, 2):
+        sent = run_tool(tk.POSTAGE, "send", slow_names.exchange, "slow", "slow", f"n={n}",
+                        "seconds=2")
+        assert sent.returncode == 0, sent.stderr
+    tk.wait_for(lambda: {"started 1", "started 2"} <= set(slow_names.lines()), 15,
+                what="both handlers started")
+
+    supervisor.send_signal(signal.SIGTERM)
+
+    assert supervisor.wait(timeout=30) == 0
+    assert {"finished 1", "finished 2"} <= set(slow_names.lines())
+
+
+def test_worker_arguments_drop_workers_and_spread_metrics_ports():
+    from postage.twisted.workers import worker_arguments  # noqa: PLC0415
+
+    argv = ["--name", "n", "--workers", "3", "--metrics-port=9000", "--log-level", "warn"]
+
+    assert worker_arguments(argv, 0) == ["--name", "n", "--metrics-port", "9000",
+                                         "--log-level", "warn"]
+    assert worker_arguments(argv, 2) == ["--name", "n", "--metrics-port", "9002",
+                                         "--log-level", "warn"]

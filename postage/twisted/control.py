@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from pika import BasicProperties
@@ -42,10 +43,16 @@ def describe(processor: Any, started_at: float) -> dict[str, Any]:
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
     stats = processor.stats
     stats.in_flight = processor._in_flight
+    counters = stats.counters()
+    policy = getattr(processor, "counters", None)  # a failure policy's own plain counters
+    if isinstance(policy, Mapping):
+        for key in ("retried", "dead"):
+            if key in policy:
+                counters[key] = policy[key]
     handlers = {(type_, name) for _category, type_, name in processor.dispatch.keys()}
     return fleet.describe_value(
         fingerprint=processor.fingerprint, version=__version__, started_at=started_at,
-        now=time.time(), queues=consumer.queues, handlers=handlers, counters=stats.counters(),
+        now=time.time(), queues=consumer.queues, handlers=handlers, counters=counters,
         host=host, port=port,
         connected_since=getattr(session, "connected_since", None),
         reconnects=max(getattr(session, "connections", 0) - 1, 0))

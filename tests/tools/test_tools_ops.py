@@ -222,3 +222,21 @@ def test_worker_arguments_drop_workers_and_spread_metrics_ports():
                                          "--log-level", "warn"]
     assert worker_arguments(argv, 2) == ["--name", "n", "--metrics-port", "9002",
                                          "--log-level", "warn"]
+
+
+def test_the_readme_echo_component_with_a_metrics_port(example_names, spawn, run_tool, tk):
+    """What the README tells a newcomer: run the echo example with --metrics-port, see it in
+    ``postage ps``, scrape it."""
+    port, name = _free_port(), _name("readme-echo")
+    component = spawn(tk.POSTAGE, "run", "examples.rpc_echo:EchoProcessor", "--name", name,
+                      "--metrics-port", str(port))
+    tk.wait_for_output(component, "consuming: EchoProcessor")
+
+    value = _answers(run_tool, tk, name)[name]
+    status, text = _get(port, "/metrics")
+
+    assert value["queues"] == ["postage-examples-echo"]
+    assert status == 200
+    assert "postage_connected 1.0" in text.splitlines()
+    assert "# TYPE postage_handled_total counter" in text.splitlines()
+    assert _get(port, "/readyz") == (200, "ready\n")

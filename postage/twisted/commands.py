@@ -80,12 +80,11 @@ def run(processor: str, arguments: list[str]) -> int:
         LogLevel,
         LogLevelFilterPredicate,
         globalLogBeginner,
-        textFileLogObserver,
     )
     from twisted.python import usage  # noqa: PLC0415
 
     from postage.config import debug_mode  # noqa: PLC0415
-    from postage.twisted.logs import LEVELS  # noqa: PLC0415
+    from postage.twisted.logs import LEVELS, text_observer  # noqa: PLC0415
     from postage.twisted.service import Options, makeService  # noqa: PLC0415
 
     options = Options()
@@ -109,7 +108,7 @@ def run(processor: str, arguments: list[str]) -> int:
     # one line per broker connection is Twisted's chatter, not the operator's business
     if level in (LogLevel.debug, LogLevel.info):
         predicate.setLogLevelForNamespace("twisted.internet.endpoints", LogLevel.warn)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
+    observer = FilteringLogObserver(text_observer(sys.stderr), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

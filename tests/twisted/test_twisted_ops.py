@@ -245,3 +245,26 @@ async def test_a_trace_continues_across_two_hops(components, names, started, too
     failure, = log_events.matching("failed on command/boom")
     assert failure["trace_id"] not in (None, root.trace_id)  # a publish outside: a new trace
     assert tracing.current.get() is None
+
+
+def test_text_log_lines_of_a_handler_end_with_its_trace_id():
+    import io  # noqa: PLC0415
+
+    from twisted.logger import Logger  # noqa: PLC0415
+
+    from postage.twisted.logs import text_observer  # noqa: PLC0415
+
+    out = io.StringIO()
+    observer = text_observer(out)
+    user_log = Logger(observer=observer)
+    context = tracing.new_context()
+    token = tracing.current.set(context)
+    try:
+        user_log.info("inside a handler")
+    finally:
+        tracing.current.reset(token)
+    user_log.info("outside")
+
+    inside, outside = out.getvalue().splitlines()
+    assert inside.endswith(f"inside a handler trace_id={context.trace_id}")
+    assert outside.endswith("outside")

@@ -97,6 +97,9 @@ def run(processor: str, arguments: list[str]) -> int:
 
             service = WorkersService(processor, arguments, options["workers"])
         else:
+            from postage.twisted.workers import end_with_supervisor  # noqa: PLC0415
+
+            end_with_supervisor()
             service = makeService(options)
     except usage.UsageError as exc:
         sys.stderr.write(f"postage run: {exc}\n")

@@ -11,7 +11,8 @@ core. The supervisor is a small Twisted service with no broker connection of its
   component that cannot start does not spin; one that exits 0 (``quit``) is not;
 - SIGTERM (and Ctrl-C) is passed on to every worker, which drains — stops consuming, lets its
   running handlers finish and acks them — and the supervisor exits once all have ended
-  (those still running after ``drain_timeout`` seconds are killed).
+  (those still running after ``drain_timeout`` seconds are killed); a worker whose
+  supervisor died (even by SIGKILL) gets SIGTERM too, on Linux, and drains.
 """
 
 from __future__ import annotations
@@ -27,11 +28,28 @@ from twisted.internet import defer, protocol
 from postage.twisted.connection import Backoff
 from postage.twisted.logs import PostageLogger
 
-__all__ = ["WorkersService", "worker_arguments"]
+__all__ = ["WorkersService", "end_with_supervisor", "worker_arguments"]
 
 log = PostageLogger()
 
 _HEALTHY_AFTER = 60.0  # seconds a worker runs before its restart delay starts over
+
+
+def end_with_supervisor() -> None:
+    """In a worker: be sent SIGTERM (and drain) when the supervisor dies, even by SIGKILL,
+    instead of running on unsupervised (Linux's ``PR_SET_PDEATHSIG``; elsewhere nothing)."""
+    supervisor = os.environ.get("POSTAGE_SUPERVISOR")
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes  # noqa: PLC0415
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(supervisor):  # it died before prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_arguments(arguments: list[str], index: int) -> list[str]:
@@ -96,7 +114,8 @@ class WorkersService(service.Service):
         worker = _Worker(self, index)
         argv = [sys.executable, "-m", "postage.cli", "run", self.processor,
                 *worker_arguments(self.arguments, index)]
-        env = {**os.environ, "POSTAGE_WORKER": str(index)}
+        env = {**os.environ, "POSTAGE_WORKER": str(index),
+               "POSTAGE_SUPERVISOR": str(os.getpid())}
         self.reactor.spawnProcess(worker, sys.executable, argv, env=env,
                                   childFDs={0: "w", 1: 1, 2: 2})
         worker.started_at = self.reactor.seconds()

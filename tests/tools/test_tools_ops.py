@@ -240,3 +240,19 @@ def test_the_readme_echo_component_with_a_metrics_port(example_names, spawn, run
     assert "postage_connected 1.0" in text.splitlines()
     assert "# TYPE postage_handled_total counter" in text.splitlines()
     assert _get(port, "/readyz") == (200, "ready\n")
+
+
+def test_workers_end_when_their_supervisor_is_killed(slow_names, spawn, run_tool, tk):
+    name = _name("orphans")
+    supervisor = spawn(tk.POSTAGE, "run", "slow_component:SlowProcessor", "--name", name,
+                       "--workers", "2", env=slow_names.env())
+
+    def workers():
+        done = run_tool(tk.POSTAGE, "ps", "--json", "--name", name)
+        pids = {v["fingerprint"]["pid"] for v in json.loads(done.stdout or "[]")}
+        return pids if len(pids) == 2 else None
+
+    pids = tk.wait_for(workers, 30, interval=0.2, what="two workers")
+    os.kill(supervisor.pid, signal.SIGKILL)
+
+    tk.wait_for(lambda: not any(map(_alive, pids)), 20, what="the workers to end")

@@ -25,6 +25,7 @@ from postage.errors import BrokerConnectionError, MessageFormatError
 from postage.messages import MessageResult, MessageResultError, decode_envelope
 from postage.twisted.consumer import GenericConsumer
 from postage.twisted.logs import PostageLogger
+from postage.twisted.topology import Topology
 
 __all__ = ["ControlResponder", "describe"]
 
@@ -58,21 +59,41 @@ def describe(processor: Any, started_at: float) -> dict[str, Any]:
         reconnects=max(getattr(session, "connections", 0) - 1, 0))
 
 
+class _ControlConsumer(GenericConsumer):
+    """The responder's consumer: a fresh control queue on each connection and channel."""
+
+    def __init__(self, responder: ControlResponder, *args: Any, **kwds: Any) -> None:
+        self.responder = responder
+        super().__init__(*args, **kwds)
+
+    def _on_connected(self, connection: Any) -> Any:
+        self.topology = Topology(prefetch_count=self.prefetch_count)
+        self.topology.add_eqk(self.responder._eqk())
+        return super()._on_connected(connection)
+
+
 class ControlResponder:
     """Answers the control commands of one processor (see the module docstring)."""
 
     def __init__(self, processor: Any, hup: Any = None, vhost: str | None = None) -> None:
         self.processor = processor
         self.started_at = time.time()
-        name = processor.fingerprint.get("name") or type(processor).__name__
-        self.queue = f"{fleet.CONTROL_EXCHANGE}.{name}.{uuid.uuid4().hex[:12]}"
-        queue = {"name": self.queue, "flags": {"exclusive": True, "auto_delete": True}}
-        eqk = [(fleet.ControlExchange, [(queue, fleet.key_for(None)),
-                                        (queue, fleet.key_for(name))])]
-        self.consumer = GenericConsumer(
-            eqk, hup, vhost, reactor=processor.reactor, name=f"{name}.control",
-            prefetch_count=10, connect_timeout=processor.connect_timeout)
+        self.name = processor.fingerprint.get("name") or type(processor).__name__
+        self.queue = ""
+        self.consumer = _ControlConsumer(
+            self, self._eqk(), hup, vhost, reactor=processor.reactor,
+            name=f"{self.name}.control", prefetch_count=10,
+            connect_timeout=processor.connect_timeout)
         self._starting: defer.Deferred[Any] | None = None
+
+    def _eqk(self) -> list[Any]:
+        """The control queue, named afresh: an exclusive queue of a connection that died may
+        outlive it on the broker for a while, and declaring its name again would be refused
+        (RESOURCE_LOCKED) until then."""
+        self.queue = f"{fleet.CONTROL_EXCHANGE}.{self.name}.{uuid.uuid4().hex[:12]}"
+        queue = {"name": self.queue, "flags": {"exclusive": True, "auto_delete": True}}
+        return [(fleet.ControlExchange, [(queue, fleet.key_for(None)),
+                                         (queue, fleet.key_for(self.name))])]
 
     def start(self) -> defer.Deferred[None]:
         """Consume the control queue; fires once it is consumed, or once it failed (logged:

@@ -268,3 +268,23 @@ def test_text_log_lines_of_a_handler_end_with_its_trace_id():
     inside, outside = out.getvalue().splitlines()
     assert inside.endswith(f"inside a handler trace_id={context.trace_id}")
     assert outside.endswith("outside")
+
+
+@pytest_twisted.ensureDeferred
+async def test_describe_is_answered_again_after_the_control_connection_is_lost(
+        components, names, started, tools):
+    exchange = names.exchange_class()
+    processor, _ = _processor(components, names, "lost", exchange)
+    await started(processor)
+    producer = components.producer()
+    name = processor.fingerprint["name"]
+    await tools.wait_for(lambda: discovery.gather(producer, name, timeout=0.3), timeout=FAST,
+                         what="describe answered")
+    first_queue = processor.control.queue
+
+    await tools.close_connections(f"{name}.control")
+
+    values = await tools.wait_for(lambda: discovery.gather(producer, name, timeout=0.3),
+                                  timeout=30, what="describe answered after reconnecting")
+    assert values[0]["fingerprint"]["name"] == name
+    assert processor.control.queue != first_queue  # a fresh exclusive queue

@@ -20,12 +20,9 @@ from typing import Any
 from postage import __version__
 from postage.tracing import TraceContext
 
-try:
-    from opentelemetry import context as _context
-    from opentelemetry import trace as _trace
-except ImportError:  # the extra is not installed
-    _trace = None
-    _context = None
+_trace: Any = None  # opentelemetry.trace, once imported
+_context: Any = None
+_loaded = False  # imported on first use: importing Postage does not import OpenTelemetry
 
 __all__ = ["attach", "detach", "end", "header", "start_call", "start_process", "start_send",
            "trace_context", "tracer"]
@@ -35,6 +32,8 @@ _cached: tuple[Any, Any] = (None, None)  # (provider, its tracer)
 
 def tracer() -> Any:
     """The tracer to make spans with, or None when nobody set up OpenTelemetry."""
+    if not _loaded:
+        _load()
     if _trace is None:
         return None
     # The provider the application set; None until it sets one (reading the global, not
@@ -46,6 +45,16 @@ def tracer() -> Any:
     if _cached[0] is not provider:
         _cached = (provider, provider.get_tracer("postage", __version__))
     return _cached[1]
+
+
+def _load() -> None:
+    global _trace, _context, _loaded
+    _loaded = True
+    try:
+        from opentelemetry import context, trace  # noqa: PLC0415
+    except ImportError:  # the extra is not installed
+        return
+    _trace, _context = trace, context
 
 
 def _attributes(operation: str, exchange: str, key: str, correlation_id: str | None

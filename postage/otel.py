@@ -87,10 +87,10 @@ def start_call(tracer: Any, name: str, exchange: str, key: str, correlation_id: 
                              attributes=attributes)
 
 
-def start_process(tracer: Any, parent: TraceContext | None, queue: str, method: Any,
-                  properties: Any) -> Any:
-    """A delivery's handlers: ``CONSUMER``, a child of the span the ``traceparent`` header
-    names (a new trace without one)."""
+def start_process(tracer: Any, parent: TraceContext | None, delivery: Any) -> Any:
+    """A delivery's handlers (a ``Delivery``: its queue, exchange, routing key and
+    properties): ``CONSUMER``, a child of the span the ``traceparent`` header names (a new
+    trace without one)."""
     if parent is None:
         context = _context.Context()  # a root: not a child of whatever the reactor ran last
     else:
@@ -98,10 +98,10 @@ def start_process(tracer: Any, parent: TraceContext | None, queue: str, method: 
                                     is_remote=True,
                                     trace_flags=_trace.TraceFlags(int(parent.flags, 16)))
         context = _trace.set_span_in_context(_trace.NonRecordingSpan(remote))
-    attributes = _attributes("process", method.exchange, method.routing_key,
-                             properties.correlation_id)
-    attributes["messaging.destination.subscription.name"] = queue
-    return tracer.start_span(f"process {queue}", context=context,
+    attributes = _attributes("process", delivery.exchange, delivery.routing_key,
+                             delivery.properties.correlation_id)
+    attributes["messaging.destination.subscription.name"] = delivery.queue
+    return tracer.start_span(f"process {delivery.queue}", context=context,
                              kind=_trace.SpanKind.CONSUMER, attributes=attributes)
 
 

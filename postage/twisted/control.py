@@ -123,10 +123,11 @@ class ControlResponder:
     def describe(self) -> dict[str, Any]:
         return describe(self.processor, self.started_at)
 
-    def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        self.consumer.ack(channel, method.delivery_tag)
+    def _on_delivery(self, delivery: Any) -> None:
+        delivery.ack()
+        properties = delivery.properties
         try:
-            message = decode_envelope(body, self.consumer.encoder)
+            message = decode_envelope(delivery.body, self.consumer.encoder)
         except MessageFormatError as exc:
             log.warn("a control message that is not a Postage envelope: {error}", error=exc)
             return
@@ -151,7 +152,7 @@ class ControlResponder:
         context = parent.child() if parent is not None else tracing.new_context()
         properties = BasicProperties(
             content_type=self.consumer.encoder.content_type,
-            correlation_id=request.correlation_id,
+            correlation_id=request.correlation_id, user_id=self.consumer.settings.user,
             headers={"traceparent": context.traceparent})
         self.consumer.publish("", request.reply_to, self.consumer.encoder.encode(result.body),
                               properties)

@@ -46,16 +46,18 @@ class Publish:
     """One message to publish, and the Deferred of whoever waits for its confirm."""
 
     __slots__ = ("body", "deferred", "exchange", "key", "mandatory", "message_id",
-                 "properties", "returned", "since")
+                 "properties", "returned", "since", "traceparent")
 
     def __init__(self, exchange: str, key: str, body: str | bytes, properties: Any,
-                 mandatory: bool, message_id: str | None = None) -> None:
+                 mandatory: bool, message_id: str | None = None,
+                 traceparent: bytes | None = None) -> None:
         self.exchange = exchange
         self.key = key
         self.body = body
         self.properties = properties
         self.mandatory = mandatory
         self.message_id = message_id
+        self.traceparent = traceparent  # written into the properties' placeholder
         self.deferred: defer.Deferred[None] = defer.Deferred()
         self.returned = False
         self.since = 0.0

@@ -32,6 +32,7 @@ from postage.fingerprint import fingerprint_dict
 from postage.messages import Message, MessageCommand, RpcCommand
 from postage.options import command_parameters, split_options
 from postage.twisted.connection import Connection, Session
+from postage.twisted.frames import TRACEPARENT_PLACEHOLDER
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
 from postage.twisted.publisher import Publisher
@@ -113,7 +114,11 @@ class GenericProducer:
         self._error: BaseException | None = None  # set once the producer cannot publish
         self._down: BrokerConnectionError | None = None  # while reconnecting
         self._ready = OneShot()
-        self._delivery_mode = _PERSISTENT if self.persistent else None
+        # shared by message_* publishes: each writes its traceparent into the placeholder
+        self._properties = BasicProperties(
+            content_type=self.encoder.content_type, user_id=self.settings.user,
+            delivery_mode=_PERSISTENT if self.persistent else None,
+            headers={"traceparent": TRACEPARENT_PLACEHOLDER})
         self._rpc_traceparent: str | None = None  # an RPC call's span, while it is sent
         self._publisher = Publisher(
             reactor, confirm=self.confirm, max_unconfirmed=self.max_unconfirmed,
@@ -199,7 +204,7 @@ class GenericProducer:
         headers = extra.pop("headers", None)
         return BasicProperties(
             content_type=self.encoder.content_type, user_id=self.settings.user,
-            headers={**headers, "traceparent": traceparent} if headers else {
+            headers={"traceparent": traceparent, **headers} if headers else {
                 "traceparent": traceparent}, **extra)
 
     def _message_properties(self, options: Mapping[str, Any]) -> Any:
@@ -207,11 +212,7 @@ class GenericProducer:
         options change them (checked here: a bad value must not reach the broker, which
         would close the channel)."""
         if not any(option in options for option in _PER_CALL):
-            # (its own object each time: every message carries its own traceparent)
-            return BasicProperties(
-                content_type=self.encoder.content_type, user_id=self.settings.user,
-                delivery_mode=self._delivery_mode,
-                headers={"traceparent": self._rpc_traceparent or tracing.outgoing_header()})
+            return self._properties  # (with the placeholder: see _send_body)
         persistent = options.get("_persistent", self.persistent)
         extra: dict[str, Any] = {"delivery_mode": _PERSISTENT if persistent else None}
         if (expiration := options.get("_expiration")) is not None:
@@ -271,10 +272,12 @@ class GenericProducer:
         if tracer is not None:  # OpenTelemetry is set up: the publish is a span
             return self._send_in_span(tracer, payload, options, targets, mandatory)
         properties = self._message_properties(options)
+        # the message's own traceparent, written into the shared properties' placeholder
+        traceparent = tracing.outgoing_header().encode()
         if len(targets) == 1:
             exchange, key = targets[0]
-            return publish(exchange, key, payload, properties, mandatory)
-        deferreds = [publish(exchange, key, payload, properties, mandatory)
+            return publish(exchange, key, payload, properties, mandatory, traceparent)
+        deferreds = [publish(exchange, key, payload, properties, mandatory, traceparent)
                      for exchange, key in targets]
         return defer.gatherResults(deferreds, consumeErrors=True).addCallbacks(
             lambda _: None, lambda failure: failure.value.subFailure)
@@ -282,12 +285,13 @@ class GenericProducer:
     def _send_in_span(self, tracer: Any, payload: str | bytes, options: Mapping[str, Any],
                       targets: list[Target], mandatory: bool) -> defer.Deferred[None]:
         span = otel.start_send(tracer, exchange_name(targets[0][0]), targets[0][1])
-        self._rpc_traceparent = otel.header(span)
+        self._rpc_traceparent = traceparent = otel.header(span)
         try:
             properties = self._message_properties(options)
         finally:
             self._rpc_traceparent = None
-        deferreds = [self._publisher.publish(exchange, key, payload, properties, mandatory)
+        deferreds = [self._publisher.publish(exchange, key, payload, properties, mandatory,
+                                             traceparent.encode())
                      for exchange, key in targets]
         d = deferreds[0] if len(deferreds) == 1 else defer.gatherResults(
             deferreds, consumeErrors=True).addCallbacks(

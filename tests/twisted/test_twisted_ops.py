@@ -288,3 +288,22 @@ async def test_describe_is_answered_again_after_the_control_connection_is_lost(
                                   timeout=30, what="describe answered after reconnecting")
     assert values[0]["fingerprint"]["name"] == name
     assert processor.control.queue != first_queue  # a fresh exclusive queue
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_message_carries_its_own_traceparent_on_the_wire(components, names,
+                                                                    broker):
+    exchange = names.exchange_class()
+    queue = broker.declare_bound_queue(names.queue(), exchange.name, "k")
+    producer = components.producer(eks=[(exchange, "k")])
+    for _ in range(3):
+        await producer.send("ok", {})
+    await producer.send("ok", {}, _headers={"tenant": "a"})
+
+    got = [broker.get(queue) for _ in range(4)]
+
+    headers = [properties.headers for _method, properties, _body in got]
+    parsed = [tracing.parse(each["traceparent"]) for each in headers]
+    assert all(parsed), headers
+    assert len({each.trace_id for each in parsed}) == 4  # four publishes outside handlers
+    assert headers[3]["tenant"] == "a"

@@ -49,6 +49,7 @@ setup(
     install_requires=[
         "pika>=1.4.4,<2",
         "Twisted[tls]>=24.3,<27",
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         "test": [
@@ -56,6 +57,11 @@ setup(
             "pytest-twisted>=1.14",
             "hypothesis>=6.100",
             "ruff>=0.5",
+            "opentelemetry-api>=1.25,<2",
+            "opentelemetry-sdk>=1.25,<2",
+        ],
+        "otel": [
+            "opentelemetry-api>=1.25,<2",
         ],
         # scripts/docs: the documentation site (docs/), built with warnings as errors.
         "docs": [

@@ -2,13 +2,16 @@
 
     postage send EXCHANGE KEY COMMAND [name=value ...]
     postage rpc EXCHANGE KEY COMMAND [name=value ...] [--timeout S] [--retries N]
-    postage run package.module:Class [twistd postage options]
+    postage run package.module:Class [twistd postage options] [--workers N]
+    postage ps [--name N] [--timeout S] [--json]
+    postage ping NAME [--timeout S]
 
 Each ``name=value`` value is read as JSON when it parses (``n=3``, ``flags=[1,2]``), else as
 a string (``who=world``). ``rpc`` prints the result's value as JSON on stdout and exits 0 only
 for a success result; an error or exception result prints its message on stderr and exits 1.
 A broker that cannot be reached exits 3 with a message saying where it looked; usage errors
 exit 2. EXCHANGE may be ``""`` for the nameless exchange (KEY is then a queue name).
+``ps`` and ``ping`` exit 0 when at least one component answered within the timeout, else 1.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run processor classes (like twistd -n postage)",
                          description="Run processors until quit or SIGTERM. Options after the "
                          "class are those of 'twistd postage --help'.")
+    _ops_parsers(sub)
     run.add_argument("processor", help="package.module:Class")
     run.add_argument("options", nargs=argparse.REMAINDER,
                      help="--name N --type T --vhost V --url URL --url-file PATH --log-level L "
@@ -69,9 +73,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ops_parsers(sub: Any) -> None:
+    """``postage ps`` and ``postage ping``: who is running (answers to ``describe``)."""
+    ps = sub.add_parser("ps", help="list the running components",
+                        description="Ask every component (or those named N) to describe "
+                        "itself and list those that answer within the timeout.")
+    ps.add_argument("--name", help="only the components of this name")
+    ping = sub.add_parser("ping", help="check that a component answers",
+                          description="pong with the round trip of each component of that "
+                          "name that answers within the timeout")
+    ping.add_argument("name", help="the component's name (its fingerprint's)")
+    for p in (ps, ping):
+        p.add_argument("--timeout", type=float, default=1.0,
+                       help="seconds to gather answers [default: 1.0]")
+        p.add_argument("--url", help="broker URL (default: POSTAGE_RMQ_URL or POSTAGE_RMQ_*)")
+        p.add_argument("--vhost", help="virtual host (default: POSTAGE_VHOST or /)")
+    ps.add_argument("--json", action="store_true", help="print the answers as a JSON list")
+
+
+def _ops(args: argparse.Namespace) -> int:
+    from postage.errors import BrokerConnectionError  # noqa: PLC0415
+    from postage.twisted import commands, discovery  # noqa: PLC0415
+
+    if args.url:
+        os.environ["POSTAGE_RMQ_URL"] = args.url
+    try:
+        if args.action == "ps":
+            return discovery.ps(args.name, args.timeout, args.json, vhost=args.vhost)
+        return discovery.ping(args.name, args.timeout, vhost=args.vhost)
+    except BrokerConnectionError as exc:
+        sys.stderr.write(f"postage: {exc}\n")
+        return commands.EXIT_BROKER
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``postage`` console script."""
     args = _parser().parse_args(argv)
+    if args.action in ("ps", "ping"):
+        return _ops(args)
     from postage.twisted import commands  # noqa: PLC0415 - Twisted only when running
 
     try:

@@ -17,6 +17,7 @@ methods, called on the reactor thread, return Deferreds (they cannot block it).
 from __future__ import annotations
 
 import atexit
+import contextvars
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 # The pure core's names, re-exported: this module is where 3.0.3 code finds them all.
 from postage import *  # noqa: F403
 from postage import __all__ as _core_names
+from postage import tracing
 from postage.handlers import call_handler
 from postage.messages import Message
 from postage.microthreads import ExitScheduler
@@ -80,7 +82,9 @@ def blocking_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     reactor = _reactor_thread.get()
     if threadable.isInIOThread():
         return function(*args, **kwargs)
-    return blockingCallFromThread(reactor, function, *args, **kwargs)
+    # in the caller's context: a publish from a handler thread continues the handler's trace
+    return blockingCallFromThread(reactor, contextvars.copy_context().run, function, *args,
+                                  **kwargs)
 
 
 class GenericProducer(_producer.GenericProducer):
@@ -212,9 +216,10 @@ class MessageProcessor(_processor.MessageProcessor):
             def threaded_reply(result: Message) -> None:
                 reactor.callFromThread(reply, result)
 
-        d = deferToThreadPool(reactor, self._pool, call_handler, self, spec, message,
-                              threaded_reply)
-        return d.addErrback(self._handler_failed, spec, message, reply)
+        # the worker thread runs in a copy of this context: it sees the delivery's trace
+        d = deferToThreadPool(reactor, self._pool, contextvars.copy_context().run,
+                              call_handler, self, spec, message, threaded_reply)
+        return d.addErrback(self._handler_failed, spec, message, reply, tracing.current.get())
 
 
 class MicroScheduler(_PureMicroScheduler):

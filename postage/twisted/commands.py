@@ -80,18 +80,27 @@ def run(processor: str, arguments: list[str]) -> int:
         LogLevel,
         LogLevelFilterPredicate,
         globalLogBeginner,
-        textFileLogObserver,
     )
     from twisted.python import usage  # noqa: PLC0415
 
     from postage.config import debug_mode  # noqa: PLC0415
-    from postage.twisted.logs import LEVELS  # noqa: PLC0415
+    from postage.twisted.logs import LEVELS, text_observer  # noqa: PLC0415
     from postage.twisted.service import Options, makeService  # noqa: PLC0415
 
     options = Options()
     try:
         options.parseOptions(["--processor", processor, *arguments])
-        service = makeService(options)
+        if options["workers"] < 1:
+            raise usage.UsageError("--workers is 1 or more")
+        if options["workers"] > 1:
+            from postage.twisted.workers import WorkersService  # noqa: PLC0415
+
+            service = WorkersService(processor, arguments, options["workers"])
+        else:
+            from postage.twisted.workers import end_with_supervisor  # noqa: PLC0415
+
+            end_with_supervisor()
+            service = makeService(options)
     except usage.UsageError as exc:
         sys.stderr.write(f"postage run: {exc}\n")
         return EXIT_USAGE
@@ -102,7 +111,7 @@ def run(processor: str, arguments: list[str]) -> int:
     # one line per broker connection is Twisted's chatter, not the operator's business
     if level in (LogLevel.debug, LogLevel.info):
         predicate.setLogLevelForNamespace("twisted.internet.endpoints", LogLevel.warn)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
+    observer = FilteringLogObserver(text_observer(sys.stderr), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

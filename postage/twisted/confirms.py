@@ -46,16 +46,18 @@ class Publish:
     """One message to publish, and the Deferred of whoever waits for its confirm."""
 
     __slots__ = ("body", "deferred", "exchange", "key", "mandatory", "message_id",
-                 "properties", "returned", "since")
+                 "properties", "returned", "since", "traceparent")
 
     def __init__(self, exchange: str, key: str, body: str | bytes, properties: Any,
-                 mandatory: bool, message_id: str | None = None) -> None:
+                 mandatory: bool, message_id: str | None = None,
+                 traceparent: bytes | None = None) -> None:
         self.exchange = exchange
         self.key = key
         self.body = body
         self.properties = properties
         self.mandatory = mandatory
         self.message_id = message_id
+        self.traceparent = traceparent  # written into the properties' placeholder
         self.deferred: defer.Deferred[None] = defer.Deferred()
         self.returned = False
         self.since = 0.0
@@ -75,6 +77,8 @@ class ConfirmWindow:
         self.max_waiting = max_waiting
         self.wait_timeout = wait_timeout
         self.unconfirmed: dict[int, Publish] = {}
+        # publishes by (exchange, outcome): confirmed, nacked, returned, failed (metrics)
+        self.published: dict[tuple[str, str], int] = {}
         self.backlog: deque[Publish] = deque()
         self.returns: dict[str, Publish] = {}  # message_id -> its publish, until confirmed
         self.sending = False
@@ -140,6 +144,7 @@ class ConfirmWindow:
     def confirm(self, tag: int, multiple: bool, nack: bool = False) -> None:
         """The broker acked (or nacked) ``tag``, and every lower one with ``multiple``."""
         unconfirmed = self.unconfirmed
+        counts = self.published
         tags = range(self._low_tag, tag + 1) if multiple else (tag,)
         for each in tags:
             publish = unconfirmed.pop(each, None)
@@ -147,6 +152,9 @@ class ConfirmWindow:
                 continue
             if publish.message_id is not None:
                 self.returns.pop(publish.message_id, None)
+            outcome = (publish.exchange, "nacked" if nack else "returned" if publish.returned
+                       else "confirmed")
+            counts[outcome] = counts.get(outcome, 0) + 1
             if nack:
                 publish.deferred.errback(NackError(
                     "the broker nacked the message (it could not take it)"))
@@ -200,7 +208,7 @@ class ConfirmWindow:
         for publish in pending:
             publish.returned = False
             if refused is not None and publish.exchange == refused:
-                publish.deferred.errback(PublishError(
+                self._failed(publish).errback(PublishError(
                     f"the broker refused the publish to {refused!r}: {reason}"))
             else:
                 keep.append(publish)
@@ -208,7 +216,7 @@ class ConfirmWindow:
             waiting, self.backlog = self.backlog, deque()
             for publish in waiting:
                 if publish.exchange == refused:
-                    publish.deferred.errback(PublishError(
+                    self._failed(publish).errback(PublishError(
                         f"the broker refused the publish to {refused!r}: {reason}"))
                 else:
                     self.backlog.append(publish)
@@ -218,6 +226,13 @@ class ConfirmWindow:
         self.backlog.extendleft(reversed(keep))
         if self.backlog:
             self._arm_expiry()
+
+    def _failed(self, publish: Publish) -> defer.Deferred[None]:
+        """Count a publish that fails without a broker answer; its Deferred, to errback."""
+        if publish.properties is not None:  # (not a marker, which publishes nothing)
+            key = (publish.exchange, "failed")
+            self.published[key] = self.published.get(key, 0) + 1
+        return publish.deferred
 
     def fail_all(self, error: BaseException) -> None:
         """Nothing will be sent any more (closed, or a permanent error): fail everything."""
@@ -229,7 +244,7 @@ class ConfirmWindow:
         self.returns.clear()
         self._disarm_expiry()
         for publish in pending:
-            publish.deferred.errback(error)
+            self._failed(publish).errback(error)
 
     # ---- the time bound of waiting publishes ------------------------------------------
 
@@ -257,7 +272,7 @@ class ConfirmWindow:
             waiting, self.backlog = self.backlog, deque()
             for publish in waiting:
                 if publish.since <= deadline:
-                    publish.deferred.errback(BrokerConnectionError(
+                    self._failed(publish).errback(BrokerConnectionError(
                         f"the publish to {publish.exchange!r}/{publish.key!r} waited "
                         f"{self.wait_timeout}s without being sent ({why})"))
                 else:

@@ -25,6 +25,7 @@ What is permanent is decided once, by the error classes (``permanent = True`` on
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -181,6 +182,9 @@ class Session:
         self.closing = False
         self._started = False  # the first connection was made: failures now go to failed()
         self._shutdown_trigger: Any = None
+        # for describe and metrics: plain values, read when asked
+        self.connected_since: float | None = None  # POSIX time of the current connection
+        self.connections = 0  # connections made; reconnections are the ones after the first
         self.endpoint = endpoint if endpoint is not None else BrokerEndpoint(settings, reactor)
         self._service = ClientService(
             _Reporting(self.endpoint, self._on_attempt_failed),
@@ -248,6 +252,8 @@ class Session:
                 return
             amqp.gate.open = True  # from now on, ClientService hears of its loss
             log.debug("connected to {where}", where=self.settings.describe())
+            self.connected_since = time.time()
+            self.connections += 1
             result.callback(None)
 
         defer.maybeDeferred(self._setup, connection).addBoth(done)
@@ -257,6 +263,7 @@ class Session:
         if connection is not self.connection:
             return
         self.connection = None
+        self.connected_since = None
         if self.closing:
             return
         self._lost(error)

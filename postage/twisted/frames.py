@@ -16,7 +16,12 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-__all__ = ["ChannelFrames"]
+__all__ = ["TRACEPARENT_PLACEHOLDER", "ChannelFrames"]
+
+#: The ``traceparent`` header value of properties shared by many publishes: each publish
+#: writes its own value (same length) in its place, in the encoded properties.
+TRACEPARENT_PLACEHOLDER = "00-" + "0" * 32 + "-" + "0" * 16 + "-00"
+_PLACEHOLDER = TRACEPARENT_PLACEHOLDER.encode()
 
 _FRAME_END = b"\xce"
 _FRAME_HEADER = struct.Struct(">BHI")  # type, channel, payload size
@@ -50,7 +55,8 @@ class ChannelFrames:
         self._number: int = impl.channel_number
         self._body_max: int = self._connection._body_max_length
         self._routes: dict[tuple[str, str, bool], bytes] = {}
-        self._properties: tuple[Any, bytes] | None = None  # (the object, its encoding)
+        # (the object, its encoding, where the traceparent placeholder is in it or -1)
+        self._properties: tuple[Any, bytes, int] | None = None
         self._settled = 0  # every delivery up to this tag is settled (acked or rejected)
         self._acked = 0  # ... and up to this one the broker was told so
         self._singly: set[int] = set()  # tags above _settled already settled one by one
@@ -68,11 +74,13 @@ class ChannelFrames:
         return frame
 
     def publish(self, exchange: str, key: str, body: str | bytes, properties: Any,
-                mandatory: bool = False) -> None:
+                mandatory: bool = False, traceparent: bytes | None = None) -> None:
         """``basic.publish`` with its content; raises as pika's ``basic_publish`` does for
         a closed channel, and ``ValueError`` for a name over 255 bytes (nothing is sent).
         Acks noted before it go out first: an RPC server's ack must reach the broker before
-        its reply (a reply can break the connection)."""
+        its reply (a reply can break the connection). ``traceparent`` (55 bytes) replaces
+        :data:`TRACEPARENT_PLACEHOLDER` in the encoded properties: shared properties stay
+        encoded once, each message has its own trace."""
         channel = self._channel
         if not channel.is_open:
             channel._raise_if_not_open()
@@ -85,10 +93,13 @@ class ChannelFrames:
             method = self._route(exchange, key, mandatory)
         cached = self._properties
         if cached is not None and cached[0] is properties:
-            encoded = cached[1]
+            encoded, at = cached[1], cached[2]
         else:
             encoded = b"".join(properties.encode())
-            self._properties = (properties, encoded)
+            at = encoded.find(_PLACEHOLDER)
+            self._properties = (properties, encoded, at)
+        if traceparent is not None and at >= 0 and len(traceparent) == 55:
+            encoded = encoded[:at] + traceparent + encoded[at + 55:]
         size = len(body)
         number = self._number
         header = _CONTENT_HEADER.pack(_BASIC_CLASS, size) + encoded

@@ -12,8 +12,9 @@ from typing import Any
 from twisted.logger import Logger, LogLevel
 
 from postage import config
+from postage.tracing import current as _current_trace
 
-__all__ = ["LEVELS", "PostageLogger", "set_level"]
+__all__ = ["LEVELS", "PostageLogger", "set_level", "text_observer"]
 
 LEVELS = {
     "debug": LogLevel.debug,
@@ -40,9 +41,35 @@ def _current() -> int:
 
 
 class PostageLogger(Logger):
-    """A ``Logger`` that honours :func:`set_level`."""
+    """A ``Logger`` that honours :func:`set_level`; an event emitted while a handler runs
+    carries the ``trace_id`` of the delivery it serves."""
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:  # noqa: A002
         if _ORDER[level] >= _current():
+            if "trace_id" not in kwargs:
+                trace = _current_trace.get()
+                if trace is not None:
+                    kwargs["trace_id"] = trace.trace_id
             super().emit(level, format, **kwargs)
 
+
+
+def text_observer(out: Any) -> Any:
+    """Twisted's text log lines on ``out``, each event emitted while a handler ran (whatever
+    logger emitted it) ending with ``trace_id=...``: grep one id across components' logs to
+    follow a message. Observers run where the event is emitted, so the handler's trace is
+    still the current one."""
+    from twisted.logger import FileLogObserver, formatEventAsClassicLogText  # noqa: PLC0415
+
+    def format_event(event: dict[str, Any]) -> str | None:
+        trace_id = event.get("trace_id")
+        if trace_id is None:
+            trace = _current_trace.get()
+            if trace is not None:
+                trace_id = event["trace_id"] = trace.trace_id
+        text = formatEventAsClassicLogText(event)
+        if text is None or trace_id is None:
+            return text
+        return f"{text[:-1]} trace_id={trace_id}\n" if text.endswith("\n") else text
+
+    return FileLogObserver(out, format_event)

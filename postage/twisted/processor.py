@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Mapping
+from time import perf_counter
 from typing import Any
 
 from pika import BasicProperties
@@ -19,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
+from postage import otel, stats, tracing
 from postage.errors import MessageFormatError
 from postage.fingerprint import fingerprint_dict
 from postage.handlers import HandlerRegistry, MessageHandler, call_handler
@@ -26,6 +28,7 @@ from postage.messages import Message, MessageResultError, MessageResultException
 from postage.microthreads import MicroThread
 from postage.twisted import awaitables, restart
 from postage.twisted.consumer import GenericConsumer
+from postage.twisted.control import ControlResponder
 from postage.twisted.delivery import Delivery
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
@@ -39,6 +42,7 @@ _BUILTINS = ("msg_quit", "msg_restart")
 _CONTROL = frozenset({"quit", "restart"})
 _MAX_REDELIVERIES = 3
 _REDELIVERIES_KEPT = 1024
+_FAILED = object()  # what a handler's run ends with when the handler raised
 
 
 class MessageProcessor(MicroThread, HandlerRegistry):
@@ -51,6 +55,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     (default: the processor's own user); the broker validates the ``user_id`` property, so it
     cannot be forged. ``stop_timeout`` bounds how long :meth:`stop` waits for running
     handlers; messages whose handlers have not finished by then are delivered again.
+    ``discoverable = False`` opts out of answering ``describe`` on ``postage.control``.
+    ``self.stats`` holds the processor's counters (plain integers, read when asked).
     """
 
     consumer_class: type[GenericConsumer] = GenericConsumer
@@ -60,12 +66,13 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     remote_control_users: Iterable[str] | None = None
     connect_timeout: float = 10
     stop_timeout: float = 60  # how long stop() waits for running handlers
+    discoverable = True  # answer describe on postage.control
 
     def __init__(self, fingerprint: Any = None, eqk: list[Any] | None = None,
                  hup: Mapping[str, Any] | None = None, vhost: str | None = None, *,
                  reactor: Any = None, **knobs: Any) -> None:
         for knob in ("prefetch_count", "remote_control", "remote_control_users",
-                     "connect_timeout", "stop_timeout"):
+                     "connect_timeout", "stop_timeout", "discoverable"):
             if knob in knobs:
                 setattr(self, knob, knobs.pop(knob))
         if knobs:
@@ -92,6 +99,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self._stopping: OneShot | None = None
         self._stopped = OneShot()  # fires with quit_requested
         self._started: OneShot | None = None
+        self.stats = stats.ProcessorStats()
+        self.control = ControlResponder(self, hup, vhost) if self.discoverable else None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -101,10 +110,19 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         if self._started is None:
             self._running = True
             self._started = OneShot()
+            stats.components.add(self)
+            if self.control is not None:
+                self.control.start()  # not waited for: discovery never delays the work
             d = self.consumer.start(self._on_delivery)
             self.consumer.gave_up.addCallback(self._on_gave_up)
-            d.addCallback(lambda _: self).addBoth(self._started.fire)
+            d.addCallbacks(lambda _: self, self._not_started).addBoth(self._started.fire)
         return self._started.when()
+
+    def _not_started(self, failure: Failure) -> Failure:
+        stats.components.discard(self)  # (a service retrying builds a new processor)
+        if self.control is not None:
+            self.control.stop()
+        return failure
 
     def when_stopped(self) -> defer.Deferred[bool]:
         """Fires once the processor has stopped, with True when a ``quit`` message stopped
@@ -142,6 +160,9 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             yield self.consumer.close()
         except Exception as exc:  # noqa: BLE001
             log.debug("close: {error}", error=exc)
+        if self.control is not None:
+            yield self.control.stop()
+        stats.components.discard(self)
         self._stopped.fire(self.quit_requested)
 
     def _on_gave_up(self, error: Exception) -> None:
@@ -194,33 +215,69 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             self._reject(delivery, str(exc))
             return
         specs = self.dispatch.lookup(message)
+        if message["category"] == "rpc" and delivery.redelivered and self._poisonous(delivery):
+            self._reject(delivery, "an RPC request delivered again and again (it may "
+                         "break the connection that answers it)")
+            return
+        # the delivery's trace, continued by whatever its handlers publish (their messages'
+        # parent is the delivery's span)
+        headers = delivery.properties.headers
+        parent = tracing.parse(headers.get("traceparent")) if headers else None
+        context = parent if parent is not None else tracing.new_context()
+        span = otel_token = None
+        tracer = otel.tracer()
+        if tracer is not None:  # OpenTelemetry is set up: the handlers run in a span
+            span = otel.start_process(tracer, parent, delivery)
+            context = otel.trace_context(span)
+            otel_token = otel.attach(span)
+        token = tracing.current.set(context)
+        started = perf_counter()
+        try:
+            result = self._dispatch(delivery, message, specs, context)
+        finally:
+            tracing.current.reset(token)
+            if otel_token is not None:
+                otel.detach(otel_token)
+        if result is None or result is _FAILED:
+            delivery.ack()
+            self.stats.finished(delivery.queue, message["type"], message["name"],
+                                result is None, perf_counter() - started)
+            if span is not None:
+                otel.end(span, result is None, "a handler raised")
+        else:
+            self._in_flight += 1
+            result.addBoth(self._finished, delivery, message, started, span)
+
+    def _dispatch(self, delivery: Delivery, message: dict[str, Any], specs: list[Any],
+                  context: Any) -> Any:
+        """Run the handlers: None when all finished at once, ``_FAILED`` when one raised at
+        once, else a Deferred (firing with ``_FAILED``, or a list holding it, if one did)."""
         if message["category"] == "rpc":
-            if delivery.redelivered and self._poisonous(delivery):
-                self._reject(delivery, "an RPC request delivered again and again (it may "
-                             "break the connection that answers it)")
-                return
-            reply = self._reply_func(delivery)
+            reply = self._reply_func(delivery, context)
             if not specs:
                 reply(MessageResultError(
                     f"no handler for {message['type']}/{message['name']} in "
                     f"{type(self).__name__}"))
-                return
-            result = self._run(specs[0], message, reply)
-        else:
-            if message["name"] in _CONTROL and specs and specs[0].attr in _BUILTINS and (
-                    not self._allowed(delivery, message)):
-                specs = [spec for spec in specs if spec.attr not in _BUILTINS]
-            result = None
-            for spec in specs:
-                outcome = self._run(spec, message, None)
-                if outcome is not None:
-                    result = outcome if result is None else defer.gatherResults(
-                        [result, outcome])
-        if result is None:
-            delivery.ack()
-        else:
-            self._in_flight += 1
-            result.addBoth(self._finished, delivery)
+                return _FAILED
+            return self._run(specs[0], message, reply)
+        if message["name"] in _CONTROL and specs and specs[0].attr in _BUILTINS and (
+                not self._allowed(delivery, message)):
+            specs = [spec for spec in specs if spec.attr not in _BUILTINS]
+        result = None
+        pending = []
+        for spec in specs:
+            outcome = self._run(spec, message, None)
+            if outcome is None:
+                continue
+            if outcome is _FAILED:
+                result = _FAILED
+            else:
+                pending.append(outcome)
+        if not pending:
+            return result
+        if result is _FAILED:
+            pending.append(defer.succeed(_FAILED))
+        return pending[0] if len(pending) == 1 else defer.gatherResults(pending)
 
     def _readable(self, content_type: str) -> bool:
         """A content type the encoder reads although it is not spelled as the encoder's
@@ -246,32 +303,43 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                 del seen[next(iter(seen))]
         return count > _MAX_REDELIVERIES
 
-    def _run(self, spec: Any, message: dict[str, Any], reply: Any) -> defer.Deferred[Any] | None:
-        """Run one handler; None when it finished at once, else a Deferred that never fails
-        (errors are logged and, for RPC, answered)."""
+    def _run(self, spec: Any, message: dict[str, Any], reply: Any) -> Any:
+        """Run one handler: None when it finished at once, ``_FAILED`` when it raised at
+        once, else a Deferred that never fails (errors are logged and, for RPC, answered;
+        it then fires with ``_FAILED``)."""
         try:
             outcome = call_handler(self, spec, message, reply)
         except Exception:  # noqa: BLE001 - a handler's error must not stop the processor
-            self._handler_failed(Failure(), spec, message, reply)
-            return None
+            return self._handler_failed(Failure(), spec, message, reply)
         if outcome is None:  # the common case: finished at once (skips the awaitable check)
             return None
         if not isinstance(outcome, defer.Deferred):
             if not inspect.isawaitable(outcome):
                 return None
             outcome = awaitables.deferred(outcome)
-        return outcome.addErrback(self._handler_failed, spec, message, reply)
+        return outcome.addErrback(self._handler_failed, spec, message, reply,
+                                  tracing.current.get())
 
     def _handler_failed(self, failure: Failure, spec: Any, message: dict[str, Any],
-                        reply: Any) -> None:
+                        reply: Any, context: Any = None) -> object:
+        context = context or tracing.current.get()
         log.failure("handler {handler} failed on {type}/{name}", failure, LogLevel.error,
-                    handler=spec.attr, type=message["type"], name=message["name"])
+                    handler=spec.attr, type=message["type"], name=message["name"],
+                    trace_id=None if context is None else context.trace_id)
         if reply is not None:
             reply(MessageResultException(failure.type.__name__, str(failure.value)))
+        return _FAILED
 
-    def _finished(self, _result: Any, delivery: Delivery) -> None:
+    def _finished(self, result: Any, delivery: Delivery, message: dict[str, Any],
+                  started: float, span: Any = None) -> None:
         delivery.ack()
         self._in_flight -= 1
+        ok = result is not _FAILED and not (
+            isinstance(result, list) and any(each is _FAILED for each in result))
+        self.stats.finished(delivery.queue, message["type"], message["name"], ok,
+                            perf_counter() - started)
+        if span is not None:
+            otel.end(span, ok, "a handler raised")
         if not self._in_flight and self._idle:
             idle, self._idle = self._idle, []
             for d in idle:
@@ -282,8 +350,9 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         log.warn("rejected a delivery from {exchange!r}/{key!r}: {why}",
                  exchange=delivery.exchange, key=delivery.routing_key, why=why)
         delivery.reject()
+        self.stats.count(delivery.queue, "", "", "rejected")
 
-    def _reply_func(self, delivery: Delivery) -> Any:
+    def _reply_func(self, delivery: Delivery, context: Any = None) -> Any:
         """The function an RPC handler answers with, once: it acks the request, then
         publishes the result to ``reply_to`` with the request's correlation id (3.0.3
         callers send none). Acking first means a reply that breaks the connection (a
@@ -310,8 +379,11 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             except Exception as exc:  # noqa: BLE001 - answer the caller, keep running
                 body = self.encoder.encode(
                     MessageResultException(type(exc).__name__, str(exc)).body)
+            trace = tracing.child_header(context) if context is not None else \
+                tracing.outgoing_header()
             self.consumer.publish("", reply_to, body, BasicProperties(
                 content_type=self.encoder.content_type, correlation_id=correlation_id,
-                user_id=self._user))
+                user_id=self._user, headers={"traceparent": trace}))
+            self.stats.rpc_answered += 1
 
         return reply_func

@@ -17,13 +17,14 @@ import functools
 import itertools
 import uuid
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 
 from pika import BasicProperties
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from postage import config
+from postage import config, otel, stats, tracing
 from postage.encoders import JsonEncoder
 from postage.errors import BrokerConnectionError, PostageError
 from postage.exchanges import exchange_name
@@ -31,6 +32,7 @@ from postage.fingerprint import fingerprint_dict
 from postage.messages import Message, MessageCommand, RpcCommand
 from postage.options import command_parameters, split_options
 from postage.twisted.connection import Connection, Session
+from postage.twisted.frames import TRACEPARENT_PLACEHOLDER
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
 from postage.twisted.publisher import Publisher
@@ -112,8 +114,12 @@ class GenericProducer:
         self._error: BaseException | None = None  # set once the producer cannot publish
         self._down: BrokerConnectionError | None = None  # while reconnecting
         self._ready = OneShot()
-        self._properties = self._make_properties(
-            delivery_mode=_PERSISTENT if self.persistent else None)
+        # shared by message_* publishes: each writes its traceparent into the placeholder
+        self._properties = BasicProperties(
+            content_type=self.encoder.content_type, user_id=self.settings.user,
+            delivery_mode=_PERSISTENT if self.persistent else None,
+            headers={"traceparent": TRACEPARENT_PLACEHOLDER})
+        self._rpc_traceparent: str | None = None  # an RPC call's span, while it is sent
         self._publisher = Publisher(
             reactor, confirm=self.confirm, max_unconfirmed=self.max_unconfirmed,
             max_waiting=self.max_waiting, wait_timeout=self.publish_timeout,
@@ -122,6 +128,9 @@ class GenericProducer:
             clock if clock is not None else reactor, self._publisher, self.encoder,
             self._make_properties, reply_to=self.rpc_reply_to,
             max_in_flight=self.max_unconfirmed, down=lambda: self._down)
+        self.stats = stats.ProducerStats()  # plain counters, read by the metrics
+        self.stats.published = self._publisher.window.published  # counted by the window
+        stats.components.add(self)
         # correlation ids: unique per producer, cheaper than a uuid4 per call
         self._id_prefix = f"{uuid.uuid4().hex[:12]}."
         self._ids = itertools.count(1)
@@ -180,6 +189,7 @@ class GenericProducer:
         """Close the connection. Calls still in flight end with BrokerConnectionError."""
         if self._error is None:
             self._error = BrokerConnectionError("the producer was closed")
+        stats.components.discard(self)
         yield self._session.close()
         if not self._setting_up.called:
             yield self._setting_up
@@ -188,15 +198,21 @@ class GenericProducer:
     # ---- messages and their properties ---------------------------------------------------
 
     def _make_properties(self, **extra: Any) -> Any:
-        return BasicProperties(content_type=self.encoder.content_type,
-                               user_id=self.settings.user, **extra)
+        """A publish's properties, with the ``traceparent`` that continues the running
+        handler's trace (a new trace outside handlers)."""
+        traceparent = self._rpc_traceparent or tracing.outgoing_header()
+        headers = extra.pop("headers", None)
+        return BasicProperties(
+            content_type=self.encoder.content_type, user_id=self.settings.user,
+            headers={"traceparent": traceparent, **headers} if headers else {
+                "traceparent": traceparent}, **extra)
 
     def _message_properties(self, options: Mapping[str, Any]) -> Any:
         """The properties of a ``message_*`` publish: the producer's, unless per-call
         options change them (checked here: a bad value must not reach the broker, which
         would close the channel)."""
         if not any(option in options for option in _PER_CALL):
-            return self._properties
+            return self._properties  # (with the placeholder: see _send_body)
         persistent = options.get("_persistent", self.persistent)
         extra: dict[str, Any] = {"delivery_mode": _PERSISTENT if persistent else None}
         if (expiration := options.get("_expiration")) is not None:
@@ -250,16 +266,37 @@ class GenericProducer:
     def _send_body(self, payload: str | bytes, options: Mapping[str, Any]
                    ) -> defer.Deferred[None]:
         mandatory = options.get("_mandatory", self.mandatory)
-        properties = self._message_properties(options)
         publish = self._publisher.publish
         targets = self._targets(options)
+        tracer = otel.tracer()
+        if tracer is not None:  # OpenTelemetry is set up: the publish is a span
+            return self._send_in_span(tracer, payload, options, targets, mandatory)
+        properties = self._message_properties(options)
+        # the message's own traceparent, written into the shared properties' placeholder
+        traceparent = tracing.outgoing_header().encode()
         if len(targets) == 1:
             exchange, key = targets[0]
-            return publish(exchange, key, payload, properties, mandatory)
-        deferreds = [publish(exchange, key, payload, properties, mandatory)
+            return publish(exchange, key, payload, properties, mandatory, traceparent)
+        deferreds = [publish(exchange, key, payload, properties, mandatory, traceparent)
                      for exchange, key in targets]
         return defer.gatherResults(deferreds, consumeErrors=True).addCallbacks(
             lambda _: None, lambda failure: failure.value.subFailure)
+
+    def _send_in_span(self, tracer: Any, payload: str | bytes, options: Mapping[str, Any],
+                      targets: list[Target], mandatory: bool) -> defer.Deferred[None]:
+        span = otel.start_send(tracer, exchange_name(targets[0][0]), targets[0][1])
+        self._rpc_traceparent = traceparent = otel.header(span)
+        try:
+            properties = self._message_properties(options)
+        finally:
+            self._rpc_traceparent = None
+        deferreds = [self._publisher.publish(exchange, key, payload, properties, mandatory,
+                                             traceparent.encode())
+                     for exchange, key in targets]
+        d = deferreds[0] if len(deferreds) == 1 else defer.gatherResults(
+            deferreds, consumeErrors=True).addCallbacks(
+                lambda _: None, lambda failure: failure.value.subFailure)
+        return d.addBoth(_end_span, span)
 
     def send(self, name: str, /, *args: Any, **kwds: Any) -> defer.Deferred[None]:
         """``message_NAME(...)``: build (``build_message_NAME``) or make a command, publish."""
@@ -300,10 +337,26 @@ class GenericProducer:
         timeout = options.get("_timeout", self.rpc_timeout)
         if options.get("_queue_only"):
             return self._rpc.call_queue_only(exchange, key, payload, timeout)
-        return self._rpc.call(
-            exchange, key, payload, timeout, options.get("_max_retry", self.max_retry),
-            f"rpc {name!r} to {exchange_name(exchange)!r}/{key!r}",
-            f"{self._id_prefix}{next(self._ids)}")
+        correlation_id = f"{self._id_prefix}{next(self._ids)}"
+        span = None
+        tracer = otel.tracer()
+        if tracer is not None:  # the request carries the call span's ids
+            span = otel.start_call(tracer, name, exchange_name(exchange), key, correlation_id)
+            self._rpc_traceparent = otel.header(span)
+        try:
+            d = self._rpc.call(
+                exchange, key, payload, timeout, options.get("_max_retry", self.max_retry),
+                f"rpc {name!r} to {exchange_name(exchange)!r}/{key!r}", correlation_id)
+        finally:
+            self._rpc_traceparent = None
+        return d.addCallback(self._count_call, name, perf_counter(), span)
+
+    def _count_call(self, result: Any, name: str, started: float, span: Any) -> Any:
+        outcome = stats.rpc_outcome(result)
+        self.stats.rpc(name, outcome, perf_counter() - started)
+        if span is not None:
+            otel.end(span, outcome == "success", f"{outcome}: {result.message}")
+        return result
 
     def consume_rpc(self, queue: str, result_len: int = 1, callback: Any = None,
                     timeout: float | None = None) -> defer.Deferred[list[Message]]:
@@ -327,3 +380,8 @@ class GenericProducer:
             return method
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+
+def _end_span(result: Any, span: Any) -> Any:
+    failed = isinstance(result, Failure)
+    otel.end(span, not failed, str(result.value) if failed else None)
+    return result

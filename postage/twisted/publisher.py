@@ -168,14 +168,16 @@ class Publisher:
         return d
 
     def publish(self, exchange: Any, key: str, body: str | bytes, properties: Any,
-                mandatory: bool = False) -> defer.Deferred[None]:
+                mandatory: bool = False, traceparent: bytes | None = None
+                ) -> defer.Deferred[None]:
         """Publish; fires when the broker confirmed it (at once without confirms).
         ``exchange`` is a name or an ``Exchange`` class, declared first if need be."""
         if isinstance(exchange, type):
             name = exchange.name
             if name not in self.declared:
                 return self.declare(exchange).addCallback(
-                    lambda _: self.publish(name, key, body, properties, mandatory))
+                    lambda _: self.publish(name, key, body, properties, mandatory,
+                                           traceparent))
             exchange = name
         message_id = None
         if mandatory and self.confirm:
@@ -183,7 +185,7 @@ class Publisher:
             message_id = f"{self._id_prefix}{next(self._ids)}"
             properties = copy.copy(properties)
             properties.message_id = message_id
-        publish = Publish(exchange, key, body, properties, mandatory, message_id)
+        publish = Publish(exchange, key, body, properties, mandatory, message_id, traceparent)
         if self.window.may_send_now() and self.channel is not None:
             self._send(publish)
             return publish.deferred
@@ -195,7 +197,7 @@ class Publisher:
             return
         try:
             self._frames.publish(publish.exchange, publish.key, publish.body,
-                                 publish.properties, publish.mandatory)
+                                 publish.properties, publish.mandatory, publish.traceparent)
         except Exception as exc:  # noqa: BLE001 - pika's refusals are many; sorted below
             if _channel_trouble(exc):
                 self.window.backlog.appendleft(publish)

@@ -67,6 +67,11 @@ class Options(usage.Options):
                                  "not on the command line (sets POSTAGE_RMQ_URL_FILE)"],
         ["log-level", None, None, "debug, info, warn, error or critical [default: info, or "
                                   "debug when POSTAGE_DEBUG_MODE=true]"],
+        ["metrics-port", None, None, "Serve /metrics, /livez and /readyz on this TCP port "
+                                     "[default: off]", int],
+        ["metrics-host", None, "127.0.0.1", "The address the metrics port listens on"],
+        ["workers", None, 1, "Worker processes (postage run only): competing consumers, "
+                             "restarted when they die", int],
     ]
 
     def __init__(self) -> None:
@@ -108,6 +113,8 @@ class PostageService(service.Service):
         self.retry_policy = reconnect_policy()
         self.failed_attempts = 0
         self._stopping = False
+        self.metrics_address: tuple[str, int] | None = None  # (host, port) of /metrics
+        self._metrics_port: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -118,6 +125,24 @@ class PostageService(service.Service):
         # Build the processors once the reactor runs: a 3.0.3-style class (postage.messaging)
         # then finds the running reactor and uses it instead of starting its own thread.
         self.reactor.callWhenRunning(self._run)
+        if self.metrics_address is not None:
+            self.reactor.callWhenRunning(self._serve_metrics)
+
+    def _serve_metrics(self) -> None:
+        from twisted.internet.error import CannotListenError  # noqa: PLC0415
+
+        from postage.twisted import metrics  # noqa: PLC0415
+
+        host, port = self.metrics_address
+        try:
+            self._metrics_port = metrics.listen(port, host, self.reactor)
+        except CannotListenError as exc:
+            log.critical("cannot serve metrics on {host}:{port}: {error}", host=host,
+                         port=port, error=exc.socketError)
+            self._exit_with(1)
+            return
+        log.info("metrics on http://{host}:{port}/metrics (/livez, /readyz)", host=host,
+                 port=self._metrics_port.getHost().port)
 
     def _run(self) -> None:
         self._retry = None
@@ -167,6 +192,9 @@ class PostageService(service.Service):
         super().stopService()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        if self._metrics_port is not None:
+            port, self._metrics_port = self._metrics_port, None
+            port.stopListening()
         if self.scheduler is not None:
             return self.scheduler.stop()
         return None
@@ -189,5 +217,11 @@ def makeService(options: Options) -> PostageService:
         os.environ["POSTAGE_RMQ_URL_FILE"] = options["url-file"]
     if options["log-level"]:
         set_level(options["log-level"])
+    if options["workers"] != 1:
+        raise usage.UsageError("--workers runs worker processes under 'postage run', not "
+                               "twistd (use a process manager for several twistd)")
     classes = [load_class(path) for path in options["processors"]]
-    return PostageService(classes, options["name"], options["type"])
+    made = PostageService(classes, options["name"], options["type"])
+    if options["metrics-port"] is not None:
+        made.metrics_address = (options["metrics-host"], options["metrics-port"])
+    return made

@@ -25,7 +25,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, protocol
 
-from postage.twisted.connection import Backoff
+from postage.twisted.connection import reconnect_policy
 from postage.twisted.logs import PostageLogger
 
 __all__ = ["WorkersService", "end_with_supervisor", "worker_arguments"]
@@ -94,7 +94,8 @@ class WorkersService(service.Service):
         self.reactor = reactor
         self.exit_code = 0
         self.workers: dict[int, _Worker] = {}  # index -> the running worker
-        self.backoffs = [Backoff() for _ in range(count)]
+        self.restart_delay = reconnect_policy()  # the schedule connections retry on
+        self.failures = [0] * count  # restarts of each worker since it last ran healthy
         self._restarts: dict[int, Any] = {}
         self._stopping = False
 
@@ -136,10 +137,10 @@ class WorkersService(service.Service):
             if not self.workers and not self._restarts:
                 self.reactor.stop()
             return
-        backoff = self.backoffs[index]
         if self.reactor.seconds() - worker.started_at > _HEALTHY_AFTER:
-            backoff.reset()
-        delay = backoff.next()
+            self.failures[index] = 0
+        self.failures[index] += 1
+        delay = self.restart_delay(self.failures[index])
         log.warn("worker {index} died ({how}); starting it again in {delay:.1f}s",
                  index=index, how=how, delay=delay)
         self._restarts[index] = self.reactor.callLater(delay, self._spawn, index)

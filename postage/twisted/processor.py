@@ -11,7 +11,7 @@ handler that raises is logged with its traceback, and an RPC caller gets
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 from postage import otel, stats, tracing
 from postage.errors import MessageFormatError
 from postage.fingerprint import fingerprint_dict
-from postage.handlers import HandlerRegistry, MessageHandler, call_handler
+from postage.handlers import HandlerRegistry, HandlerSpec, MessageHandler
+from postage.handlers import call_handler as default_call_handler
 from postage.messages import Message, MessageResultError, MessageResultException, decode_envelope
 from postage.microthreads import MicroThread
 from postage.twisted import awaitables, restart
@@ -57,6 +58,15 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     handlers; messages whose handlers have not finished by then are delivered again.
     ``discoverable = False`` opts out of answering ``describe`` on ``postage.control``.
     ``self.stats`` holds the processor's counters (plain integers, read when asked).
+
+    Two hooks let another object own the handlers (the blocking facade wraps a processor
+    this way): ``handlers`` is the object whose class's dispatch table is used and on which
+    handlers are called (default: the processor itself; an owner that wants the built-in
+    ``quit`` and ``restart`` defines them, e.g. by calling this processor's); and
+    ``call_handler(owner, spec, body, reply_func)`` runs one handler and returns its value,
+    a Deferred or an awaitable (default :func:`postage.handlers.call_handler`, on the reactor
+    thread). ``consumer_class`` may also be given as a keyword, as any callable taking the
+    consumer's arguments.
     """
 
     consumer_class: type[GenericConsumer] = GenericConsumer
@@ -70,9 +80,11 @@ class MessageProcessor(MicroThread, HandlerRegistry):
 
     def __init__(self, fingerprint: Any = None, eqk: list[Any] | None = None,
                  hup: Mapping[str, Any] | None = None, vhost: str | None = None, *,
-                 reactor: Any = None, **knobs: Any) -> None:
+                 reactor: Any = None, handlers: Any = None,
+                 call_handler: Callable[[Any, HandlerSpec, Mapping[str, Any], Any], Any]
+                 | None = None, **knobs: Any) -> None:
         for knob in ("prefetch_count", "remote_control", "remote_control_users",
-                     "connect_timeout", "stop_timeout", "discoverable"):
+                     "connect_timeout", "stop_timeout", "discoverable", "consumer_class"):
             if knob in knobs:
                 setattr(self, knob, knobs.pop(knob))
         if knobs:
@@ -84,8 +96,10 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             name=self.fingerprint.get("name"), prefetch_count=self.prefetch_count,
             connect_timeout=self.connect_timeout)
         self.encoder = self.consumer.encoder
-        self.dispatch = (type(self).dispatch_table if self.remote_control
-                         else type(self).dispatch_table.without(_BUILTINS))
+        self.handlers = self if handlers is None else handlers
+        self.call_handler = default_call_handler if call_handler is None else call_handler
+        table = type(self.handlers).dispatch_table
+        self.dispatch = table if self.remote_control else table.without(_BUILTINS)
         self._user = self.consumer.settings.user  # set as user_id on what we publish
         self._controllers = frozenset(self.remote_control_users if
                                       self.remote_control_users is not None else (self._user,))
@@ -131,11 +145,6 @@ class MessageProcessor(MicroThread, HandlerRegistry):
 
     def stop(self) -> defer.Deferred[None]:
         """Stop consuming, let running handlers finish (and ack), then close."""
-        return self._stop_processor()
-
-    def _stop_processor(self) -> defer.Deferred[None]:
-        # What the processor itself calls (quit, lost connection), on the reactor thread;
-        # stop() is the public name, which the blocking facade overrides.
         if self._stopping is None:
             self._stopping = OneShot()
             self._stop().addBoth(self._stopping.fire)
@@ -168,9 +177,9 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     def _on_gave_up(self, error: Exception) -> None:
         # the consumer reconnects by itself; it gives up only when retrying cannot help
         if self._running:
-            log.error("{name} stops: {error}", name=type(self).__name__, error=error)
+            log.error("{name} stops: {error}", name=type(self.handlers).__name__, error=error)
             self.connection_error = error
-            self._stop_processor()
+            self.stop()
 
     # ---- built-in remote control -------------------------------------------------------
 
@@ -178,7 +187,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     def msg_quit(self, content: Any) -> None:
         """Stop this processor (after this message is acked) and end its scheduler."""
         self.quit_requested = True
-        self.reactor.callFromThread(self._stop_processor)
+        self.reactor.callFromThread(self.stop)
 
     @MessageHandler("command", "restart")
     def msg_restart(self, content: Any) -> None:
@@ -257,7 +266,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             if not specs:
                 reply(MessageResultError(
                     f"no handler for {message['type']}/{message['name']} in "
-                    f"{type(self).__name__}"))
+                    f"{type(self.handlers).__name__}"))
                 return _FAILED
             return self._run(specs[0], message, reply)
         if message["name"] in _CONTROL and specs and specs[0].attr in _BUILTINS and (
@@ -308,7 +317,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         once, else a Deferred that never fails (errors are logged and, for RPC, answered;
         it then fires with ``_FAILED``)."""
         try:
-            outcome = call_handler(self, spec, message, reply)
+            outcome = self.call_handler(self.handlers, spec, message, reply)
         except Exception:  # noqa: BLE001 - a handler's error must not stop the processor
             return self._handler_failed(Failure(), spec, message, reply)
         if outcome is None:  # the common case: finished at once (skips the awaitable check)

@@ -65,7 +65,8 @@ class GenericProducer:
     ``max_unconfirmed`` (publishes, and RPC requests, in flight before further ones wait:
     pika has no write backpressure of its own), ``max_waiting`` (publishes that may wait
     while nothing can be sent; more fail at once) and ``publish_timeout`` (seconds a publish
-    may wait to be sent before it fails).
+    may wait to be sent before it fails). ``builders`` (keyword only) is the object whose
+    class's ``build_*`` methods are used (default: the producer itself).
 
     Per call, besides ``_key``, ``_eks``, ``_mandatory``, ``_timeout``, ``_max_retry`` and
     ``_queue_only``: ``_persistent``, ``_expiration`` (seconds a message may wait in a queue),
@@ -94,7 +95,7 @@ class GenericProducer:
 
     def __init__(self, fingerprint: Any = None, hup: Mapping[str, Any] | None = None,
                  vhost: str | None = None, *, reactor: Any = None, clock: Any = None,
-                 **knobs: Any) -> None:
+                 builders: Any = None, **knobs: Any) -> None:
         for knob, value in knobs.items():
             if knob not in _KNOBS:
                 raise TypeError(f"unknown producer option {knob!r}")
@@ -102,6 +103,9 @@ class GenericProducer:
         if self.rpc_reply_to not in ("direct", "exclusive"):
             raise ValueError("rpc_reply_to is 'direct' or 'exclusive'")
         self.reactor = reactor = default_reactor(reactor)
+        # whose class's build_message_NAME / build_rpc_NAME are used (the blocking facade
+        # wraps a producer and passes itself)
+        self.builders = self if builders is None else builders
         self.fingerprint = fingerprint_dict(fingerprint)
         self.settings = config.settings(
             hup if hup is not None else self.hup,
@@ -238,8 +242,8 @@ class GenericProducer:
         looked up on the class: a miss on the instance would go through ``__getattr__`` and
         raise, on every call.)"""
         attr = f"build_{kind}_{name}"
-        if hasattr(type(self), attr):
-            return getattr(self, attr)(*args, **kwds)
+        if hasattr(type(self.builders), attr):
+            return getattr(self.builders, attr)(*args, **kwds)
         return command(name, command_parameters(name, args, kwds))
 
     def _encode(self, message: Message) -> str | bytes:

@@ -1,23 +1,31 @@
 """The blocking API of Postage 3.0.3, for scripts: every 3.0.3 name in one place.
 
 ``GenericProducer``, ``GenericConsumer``, ``MessageProcessor`` and ``MicroScheduler`` here
-are a facade over :mod:`postage.twisted`, not a second implementation: the reactor runs in a
-daemon thread (started on first use, stopped at exit) and each call waits for its Deferred
-with ``blockingCallFromThread``. So ``reply = producer.rpc_echo("hi")`` returns the result
-message, and ``producer.message_ping()`` returns once the broker confirmed the message.
+are a facade over :mod:`postage.twisted`, not a second implementation: each holds a Twisted
+object and calls its public API on the reactor thread (:mod:`postage.twisted.threaded`: the
+running reactor, else one in a daemon thread started on first use). So
+``reply = producer.rpc_echo("hi")`` returns the result message, and
+``producer.message_ping()`` returns once the broker confirmed the message. Every wait is
+bounded by ``call_timeout`` (a knob; default: an RPC call's own bound, timeout × attempts
+plus some slack, and 60 s for everything else), then raises :class:`BrokerConnectionError`.
 
-Handlers of a facade processor run in a worker thread of their own, one at a time in arrival
-order (as in 3.0.3), so they may block and may use a blocking producer themselves.
+Handlers of a facade processor run in its worker threads (``handler_threads``, default 1:
+one at a time in arrival order, as in 3.0.3), so they may block and may use a blocking
+producer themselves. A handler that is ``async def`` or returns a Deferred is awaited on the
+reactor before its message is acked.
 
 Importing this module does not install a reactor; the first producer or processor does.
 Under twistd or ``postage run`` the facade uses the reactor already running there, and its
-methods, called on the reactor thread, return Deferreds (they cannot block it).
+methods, called on the reactor thread, return the Twisted object's Deferreds (they cannot
+block it). After ``os.fork()`` a child makes its own producers and processors, on a reactor
+of its own.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextvars
+import functools
+import inspect
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,171 +33,281 @@ from typing import Any
 # The pure core's names, re-exported: this module is where 3.0.3 code finds them all.
 from postage import *  # noqa: F403
 from postage import __all__ as _core_names
-from postage import tracing
-from postage.handlers import call_handler
+from postage.handlers import HandlerRegistry, HandlerSpec, MessageHandler, call_handler
 from postage.messages import Message
-from postage.microthreads import ExitScheduler
+from postage.microthreads import ExitScheduler, MicroThread
 from postage.microthreads import MicroScheduler as _PureMicroScheduler
 from postage.twisted import consumer as _consumer
 from postage.twisted import processor as _processor
 from postage.twisted import producer as _producer
+from postage.twisted import threaded
 
 __all__ = sorted(
     {*_core_names, "GenericConsumer", "GenericProducer", "MessageProcessor"} - {"__version__"}
 )
 
+DEFAULT_CALL_TIMEOUT: float = 60
+#: added to an RPC call's own bound (timeout × attempts): connecting, declaring, the reply
+RPC_SLACK: float = 10
 
-class _ReactorThread:
-    """The reactor the facade uses: the one already running in this process (twistd,
-    ``postage run``), else one started in a daemon thread on first use, stopped at exit."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reactor: Any = None
-        self.thread: threading.Thread | None = None
-
-    def get(self) -> Any:
-        with self._lock:
-            if self.reactor is None:
-                from twisted.internet import reactor  # noqa: PLC0415
-                from twisted.python import threadable  # noqa: PLC0415
-
-                self.reactor = reactor
-                if not (reactor.running or threadable.isInIOThread()):
-                    self.thread = threading.Thread(
-                        target=reactor.run, kwargs={"installSignalHandlers": False},
-                        name="postage-reactor", daemon=True)
-                    self.thread.start()
-                    atexit.register(self.stop)
-            return self.reactor
-
-    def stop(self) -> None:
-        if self.reactor is not None and self.thread is not None and self.thread.is_alive():
-            self.reactor.callFromThread(self.reactor.stop)
-            self.thread.join(timeout=10)
+_MISSING = object()
 
 
-_reactor_thread = _ReactorThread()
+def _knobs_of(twisted_class: type) -> set[str]:
+    """The class-attribute knobs of a ``postage.twisted`` class: its public data attributes
+    (classes such as ``encoder_class`` included), read from its ``postage.twisted`` bases."""
+    names: set[str] = set()
+    for klass in twisted_class.__mro__:
+        if not klass.__module__.startswith("postage.twisted"):
+            continue
+        for name, value in vars(klass).items():
+            if name.startswith("_") or inspect.isfunction(value) or isinstance(
+                    value, (property, classmethod, staticmethod)):
+                continue
+            names.add(name)
+    return names
 
 
-def blocking_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``function`` on the reactor thread and wait for its result (a Deferred's too);
-    a failure is raised here. Called on the reactor thread itself (a 3.0.3 component run by
-    twistd), it cannot wait: it returns what ``function`` returns, Deferreds included."""
-    from twisted.internet.threads import blockingCallFromThread  # noqa: PLC0415
-    from twisted.python import threadable  # noqa: PLC0415
-
-    reactor = _reactor_thread.get()
-    if threadable.isInIOThread():
-        return function(*args, **kwargs)
-    # in the caller's context: a publish from a handler thread continues the handler's trace
-    return blockingCallFromThread(reactor, contextvars.copy_context().run, function, *args,
-                                  **kwargs)
+def _class_knobs(facade_class: type, twisted_class: type, skip: set[str]) -> dict[str, Any]:
+    """The knobs that a facade subclass sets as class attributes (3.0.3 style), to be given
+    to the Twisted object it wraps."""
+    knobs = {}
+    for name in _knobs_of(twisted_class) - skip:
+        value = getattr(facade_class, name, _MISSING)
+        if value is not _MISSING:
+            knobs[name] = value
+    return knobs
 
 
-class GenericProducer(_producer.GenericProducer):
+class _Facade:
+    """What the facade classes share: the Twisted object they hold (``_inner``), bounded
+    calls on the reactor thread, and read access to the Twisted object's data."""
+
+    call_timeout: float | None = None
+    _inner: Any
+    _pid: int
+    _readable: frozenset[str] = frozenset()  # properties of the Twisted object to read
+
+    def _bound(self, seconds: float | None = None) -> float:
+        if self.call_timeout is not None:
+            return self.call_timeout
+        return DEFAULT_CALL_TIMEOUT if seconds is None else seconds
+
+    def _call(self, timeout: float, function: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> Any:
+        threaded.check_pid(self._pid, type(self).__name__)
+        return threaded.blocking_call(timeout, function, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # Data of the Twisted object (fingerprint, encoder, eks, knobs...) reads through;
+        # its methods do not: they would run off the reactor thread.
+        inner = self.__dict__.get("_inner")
+        if inner is not None and not name.startswith("_"):
+            static = inspect.getattr_static(inner, name, _MISSING)
+            if static is not _MISSING and (name in self._readable or isinstance(static, type)
+                                           or not hasattr(static, "__get__")):
+                return getattr(inner, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class GenericProducer(_Facade):
     """The 3.0.3 producer: ``message_NAME()`` returns once the broker confirmed it,
     ``rpc_NAME()`` returns the result message. Connects when made: a bad password or an
-    unreachable broker raises a :class:`PostageError` here."""
+    unreachable broker raises a :class:`PostageError` here. Knobs are those of
+    :class:`postage.twisted.GenericProducer` (class attributes or keywords), plus
+    ``call_timeout``; ``build_message_NAME`` / ``build_rpc_NAME`` of a subclass are used."""
 
     def __init__(self, fingerprint: Any = None, hup: Mapping[str, Any] | None = None,
                  vhost: str | None = None, **knobs: Any) -> None:
-        init = super().__init__
-        reactor = _reactor_thread.get()
+        self._pid = os.getpid()
+        self.call_timeout = knobs.pop("call_timeout", type(self).call_timeout)
+        knobs = {**_class_knobs(type(self), _producer.GenericProducer, {"hup", "vhost"}),
+                 **knobs}
+        hup = hup if hup is not None else getattr(type(self), "hup", None)
+        vhost = vhost if vhost is not None else getattr(type(self), "vhost", None)
+        reactor = threaded.get_reactor()
+        connect = knobs.get("connect_timeout", _producer.GenericProducer.connect_timeout)
 
-        def start() -> Any:
-            init(fingerprint, hup, vhost, reactor=reactor, **knobs)
-            return self.ready
+        waits = not threaded.on_reactor_thread()
 
-        blocking_call(start)
+        def make() -> Any:
+            self._inner = _producer.GenericProducer(fingerprint, hup, vhost, reactor=reactor,
+                                                    builders=self, **knobs)
+            return self._inner.ready if waits else None
 
-    def send(self, name: str, *args: Any, **kwds: Any) -> None:
-        blocking_call(super().send, name, *args, **kwds)
+        # on the reactor thread (twistd) it cannot wait: calls wait for the connection
+        self._call(self._bound(max(DEFAULT_CALL_TIMEOUT, connect + RPC_SLACK)), make)
 
-    def message(self, *args: Any, **kwds: Any) -> None:
-        blocking_call(super().message, *args, **kwds)
+    def send(self, name: str, *args: Any, **kwds: Any) -> Any:
+        """``message_NAME(...)``: returns once the broker confirmed the message."""
+        return self._call(self._bound(), self._inner.send, name, *args, **kwds)
 
-    def forward(self, body: Mapping[str, Any], **options: Any) -> None:
-        blocking_call(super().forward, body, **options)
+    def message(self, *args: Any, **kwds: Any) -> Any:
+        """Send a plain :class:`Message` with these args and keywords."""
+        return self._call(self._bound(), self._inner.message, *args, **kwds)
+
+    def forward(self, body: Mapping[str, Any], **options: Any) -> Any:
+        """Re-send a decoded body as it is (its own fingerprint kept)."""
+        return self._call(self._bound(), self._inner.forward, body, **options)
 
     def call(self, name: str, *args: Any, **kwds: Any) -> Any:
-        return blocking_call(super().call, name, *args, **kwds)
+        """``rpc_NAME(...)``: the result message (or, for ``_queue_only``, a queue name)."""
+        inner = self._inner
+        attempts = kwds.get("_max_retry", inner.max_retry) + 1
+        own_bound = kwds.get("_timeout", inner.rpc_timeout) * max(attempts, 1) + RPC_SLACK
+        return self._call(self._bound(own_bound), inner.call, name, *args, **kwds)
 
     def consume_rpc(self, queue: str, result_len: int = 1, callback: Any = None,
                     timeout: float | None = None) -> list[Message]:
-        return blocking_call(super().consume_rpc, queue, result_len, callback, timeout)
+        """The replies read from a ``_queue_only`` queue (see the Twisted producer)."""
+        own_bound = (self._inner.rpc_timeout if timeout is None else timeout) + RPC_SLACK
+        return self._call(self._bound(own_bound), self._inner.consume_rpc, queue, result_len,
+                          callback, timeout)
 
-    def close(self) -> None:
-        blocking_call(super().close)
+    def close(self) -> Any:
+        """Close the connection."""
+        return self._call(self._bound(), self._inner.close)
+
+    def __getattr__(self, name: str) -> Any:
+        # The documented dynamic names; kept in the instance once made.
+        if name.startswith("message_") and len(name) > 8:
+            method = self.__dict__[name] = functools.partial(self.send, name[8:])
+            return method
+        if name.startswith("rpc_") and len(name) > 4:
+            method = self.__dict__[name] = functools.partial(self.call, name[4:])
+            return method
+        return super().__getattr__(name)
 
 
-class GenericConsumer(_consumer.GenericConsumer):
+class GenericConsumer(_Facade):
     """The 3.0.3 consumer; a processor drives it on the reactor thread. Its run-time
-    ``queue_bind()`` / ``queue_unbind()`` block until the broker answered."""
+    ``queue_bind()`` / ``queue_unbind()`` block until the broker answered. Knobs are those of
+    :class:`postage.twisted.GenericConsumer` (class attributes or keywords)."""
+
+    _readable = frozenset({"queues", "consuming"})
 
     def __init__(self, eqk: list[Any] | None = None, hup: Mapping[str, Any] | None = None,
                  vhost: str | None = None, **knobs: Any) -> None:
-        knobs.setdefault("reactor", _reactor_thread.get())
-        super().__init__(eqk, hup, vhost, **knobs)
+        self._pid = os.getpid()
+        self.call_timeout = knobs.pop("call_timeout", type(self).call_timeout)
+        reactor = knobs.pop("reactor", None) or threaded.get_reactor()
+        knobs = {**_class_knobs(type(self), _consumer.GenericConsumer, {"hup", "vhost"}),
+                 **knobs}
+        eqk = eqk if eqk is not None else knobs.pop("eqk", None)
+        knobs.pop("eqk", None)
+        hup = hup if hup is not None else getattr(type(self), "hup", None)
+        vhost = vhost if vhost is not None else getattr(type(self), "vhost", None)
 
-    def queue_bind(self, exchange: Any, queue: Any, key: str) -> None:
-        blocking_call(super().queue_bind, exchange, queue, key)
+        def make() -> None:
+            self._inner = _consumer.GenericConsumer(eqk, hup, vhost, reactor=reactor, **knobs)
 
-    def queue_unbind(self, exchange: Any, queue: str, key: str) -> None:
-        blocking_call(super().queue_unbind, exchange, queue, key)
+        self._call(self._bound(), make)
+
+    def queue_bind(self, exchange: Any, queue: Any, key: str) -> Any:
+        """Bind (declaring as needed) and consume a new queue; returns once done."""
+        return self._call(self._bound(), self._inner.queue_bind, exchange, queue, key)
+
+    def queue_unbind(self, exchange: Any, queue: str, key: str) -> Any:
+        """Remove a binding; returns once the broker answered."""
+        return self._call(self._bound(), self._inner.queue_unbind, exchange, queue, key)
 
 
-class MessageProcessor(_processor.MessageProcessor):
+class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
     """The 3.0.3 processor: ``start()`` / ``stop()`` block; a scheduler runs it with
-    ``run()`` or ``for _ in scheduler.main(): pass``. Its handlers run in a worker thread."""
+    ``run()`` or ``for _ in scheduler.main(): pass``. Knobs are those of
+    :class:`postage.twisted.MessageProcessor`, plus ``call_timeout`` and ``handler_threads``
+    (the worker threads its handlers run in, default 1). ``stop()`` may be called from a
+    handler: it then asks for the stop and returns at once."""
 
     consumer_class: type = GenericConsumer
+    handler_threads = 1
 
     def __init__(self, fingerprint: Any = None, eqk: list[Any] | None = None,
                  hup: Mapping[str, Any] | None = None, vhost: str | None = None,
                  **knobs: Any) -> None:
-        knobs.setdefault("reactor", _reactor_thread.get())
-        super().__init__(fingerprint, eqk, hup, vhost, **knobs)
+        self._pid = os.getpid()
+        self.call_timeout = knobs.pop("call_timeout", type(self).call_timeout)
+        self.handler_threads = knobs.pop("handler_threads", type(self).handler_threads)
+        consumer_class = knobs.pop("consumer_class", type(self).consumer_class)
+        knobs = {**_class_knobs(type(self), _processor.MessageProcessor,
+                                {"consumer_class", "eqk", "dispatch_table"}), **knobs}
+        eqk = eqk if eqk is not None else getattr(type(self), "eqk", None)
+        self._workers = threaded.Workers(self.handler_threads, f"postage-{type(self).__name__}")
         self._stopped_event = threading.Event()
-        self._pool: Any = None
+        self._started = False
+        reactor = threaded.get_reactor()
 
-    # -- lifecycle, blocking ----------------------------------------------------------
+        def make_consumer(*args: Any, **kwds: Any) -> Any:
+            self.consumer = consumer_class(*args, **kwds)
+            return self.consumer._inner  # noqa: SLF001 - our own facade's Twisted consumer
 
-    def start(self) -> MessageProcessor:
-        """Connect and consume; returns once every queue is consumed."""
-        return blocking_call(self._start_on_reactor)
+        def make() -> None:
+            self._inner = _processor.MessageProcessor(
+                fingerprint, eqk, hup, vhost, reactor=reactor, handlers=self,
+                call_handler=self._call_handler, consumer_class=make_consumer, **knobs)
+
+        self._call(self._bound(), make)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> Any:
+        """Connect and consume; returns once every queue is consumed (on the reactor
+        thread, a Deferred that fires then)."""
+        timeout = self._bound(max(DEFAULT_CALL_TIMEOUT, self._inner.connect_timeout + RPC_SLACK))
+        return self._call(timeout, self._start_on_reactor)
 
     def _start_on_reactor(self) -> Any:
-        from twisted.python.threadpool import ThreadPool  # noqa: PLC0415
-
-        if self._pool is not None:  # started already (a scheduler starts it again): same start
-            return super().start()
-        self._stopped_event.clear()
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"postage-{type(self).__name__}")
-        self._pool.start()
-        self.when_stopped().addCallback(self._on_stopped)
-        return super().start().addErrback(self._start_failed)
+        if not self._started:
+            self._started = True
+            self._stopped_event.clear()
+            self._workers.start()
+            self._inner.when_stopped().addCallback(self._on_stopped)
+        return self._inner.start().addCallbacks(lambda _: self, self._start_failed)
 
     def _start_failed(self, failure: Any) -> Any:
-        # The pool's threads are not daemons under twistd: left running, the process could
-        # not exit after a failed start (a wrong password).
         self._on_stopped(False)
         return failure
 
     def _on_stopped(self, _quit: bool) -> None:
-        if self._pool is not None and self._pool.started:
-            self._pool.stop()
+        # Never joins a worker: a handler still running past stop_timeout may need the
+        # reactor (a blocking producer, a reply), which must stay free.
+        self._workers.stop()
         self._stopped_event.set()
 
+    def when_stopped(self) -> Any:
+        """(Reactor thread) fires once the processor has stopped, True after ``quit``."""
+        return self._inner.when_stopped()
+
     def stop(self) -> Any:
-        """Stop consuming, let running handlers finish, close; returns when done."""
-        if self._pool is None:
+        """Stop consuming, let running handlers finish (up to ``stop_timeout``), close;
+        returns when done. From one of this processor's handlers, it only asks for the stop
+        (waiting would wait for that handler); on the reactor thread, it returns the
+        Deferred."""
+        if threaded.on_reactor_thread():
+            return self._inner.stop()
+        if not self._started:
             return None
-        return blocking_call(self._stop_processor)
+        if self._workers.running_here():
+            threaded.on_reactor(self._inner.stop)
+            return None
+        self._call(self._inner.stop_timeout + self._bound(), self._inner.stop)
+        return None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the processor stops (or ``timeout``); True once it has stopped."""
         return self._stopped_event.wait(timeout)
+
+    # -- built-in remote control: the Twisted processor's, asked from the handler --------
+
+    @MessageHandler("command", "quit")
+    def msg_quit(self, content: Any) -> None:
+        """Stop this processor (after this message is acked) and end its scheduler."""
+        threaded.on_reactor(self._inner.msg_quit, content)
+
+    @MessageHandler("command", "restart")
+    def msg_restart(self, content: Any) -> None:
+        """Ack, stop cleanly, then re-execute the same command line."""
+        threaded.on_reactor(self._inner.msg_restart, content)
 
     # -- microthread ------------------------------------------------------------------
 
@@ -201,25 +319,54 @@ class MessageProcessor(_processor.MessageProcessor):
         processor got ``quit``)."""
         while not self._stopped_event.wait(0.5):  # wakes up for Ctrl-C
             pass
-        if self.quit_requested:
+        if self._inner.quit_requested:
             raise ExitScheduler
         raise StopIteration
 
-    # -- handlers in the worker thread ------------------------------------------------
+    # -- handlers in the worker threads ------------------------------------------------
 
-    def _run(self, spec: Any, message: dict[str, Any], reply: Any) -> Any:
-        from twisted.internet.threads import deferToThreadPool  # noqa: PLC0415
+    def _call_handler(self, owner: Any, spec: HandlerSpec, body: Mapping[str, Any],
+                      reply: Any) -> Any:
+        """The Twisted processor's ``call_handler`` hook (on the reactor thread): run the
+        handler in a worker thread; the Deferred fires on the reactor once it finished, and
+        once what it returned (a coroutine, a Deferred) has finished too."""
+        from twisted.internet import defer  # noqa: PLC0415
 
-        reactor = self.reactor
+        reactor = self._inner.reactor
+        done: defer.Deferred[Any] = defer.Deferred()
         threaded_reply = None
         if reply is not None:
             def threaded_reply(result: Message) -> None:
-                reactor.callFromThread(reply, result)
+                if threaded.on_reactor_thread():
+                    reply(result)
+                else:
+                    reactor.callFromThread(reply, result)
 
-        # the worker thread runs in a copy of this context: it sees the delivery's trace
-        d = deferToThreadPool(reactor, self._pool, contextvars.copy_context().run,
-                              call_handler, self, spec, message, threaded_reply)
-        return d.addErrback(self._handler_failed, spec, message, reply, tracing.current.get())
+        def settle(ok: bool, outcome: Any) -> None:  # on the reactor
+            if not ok:
+                done.errback(outcome)
+                return
+            try:
+                outcome = threaded.as_deferred(outcome)
+            except Exception:  # noqa: BLE001 - a bad awaitable fails this handler only
+                done.errback()
+                return
+            if isinstance(outcome, defer.Deferred):
+                outcome.chainDeferred(done)
+            else:
+                done.callback(outcome)
+
+        def work() -> None:  # in a worker thread
+            from twisted.python.failure import Failure  # noqa: PLC0415
+
+            try:
+                outcome, ok = call_handler(owner, spec, body, threaded_reply), True
+            except BaseException:  # noqa: BLE001 - logged (and answered) on the reactor
+                outcome, ok = Failure(), False
+            reactor.callFromThread(settle, ok, outcome)
+
+        self._workers.submit(work)
+        return done
 
 
 class MicroScheduler(_PureMicroScheduler):
@@ -243,4 +390,3 @@ class MicroScheduler(_PureMicroScheduler):
             for thread in threads:
                 if isinstance(thread, MessageProcessor):
                     thread.stop()
-

@@ -63,5 +63,9 @@ def test_errors_are_the_same_objects_in_messaging_and_postage(name):
 
 
 @pytest.mark.parametrize("name", ["GenericProducer", "GenericConsumer", "MessageProcessor"])
-def test_facade_classes_are_subclasses_of_the_twisted_ones(name):
-    assert issubclass(getattr(messaging, name), getattr(postage_twisted, name))
+def test_facade_classes_wrap_the_twisted_ones_and_subclass_none_of_postage_twisted(name):
+    facade = getattr(messaging, name)
+
+    assert not issubclass(facade, getattr(postage_twisted, name))
+    assert [klass for klass in facade.__mro__
+            if klass.__module__.startswith("postage.twisted")] == []

@@ -86,3 +86,23 @@ class RelayProcessor(messaging.MessageProcessor):
     def relay(self, content, reply_func):
         answer = self.producer.rpc_echo(content["parameters"], _timeout=5)
         reply_func(messaging.MessageResult({"relayed": answer.value}))
+
+
+class StuckBlockingProcessor(messaging.MessageProcessor):
+    """A 3.0.3-style component whose ``slow`` handler outlives ``stop_timeout`` (1 s) and then
+    needs the reactor (a blocking producer call): stopping must not wait for it."""
+
+    eqk = EQK
+    stop_timeout = 1
+
+    def __init__(self, *args, **kwds):
+        super().__init__(*args, **kwds)
+        self.producer = messaging.GenericProducer()
+
+    @messaging.MessageHandler("command", "slow")
+    def slow(self, content):
+        number = content["parameters"]["n"]
+        note(f"started {number}")
+        time.sleep(content["parameters"].get("seconds", 2))
+        self.producer.message_late(_key=f"{QUEUE}.nobody")
+        note(f"finished {number}")

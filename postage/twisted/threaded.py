@@ -23,12 +23,13 @@ import inspect
 import os
 import sys
 import threading
-from _thread import allocate_lock
+from _thread import allocate_lock, get_ident
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from postage.errors import BrokerConnectionError
@@ -60,8 +61,6 @@ class _ReactorThread:
             return self.reactor
 
     def _start(self) -> Any:
-        from twisted.python import threadable  # noqa: PLC0415
-
         if self._forked:
             reactor = _fresh_global_reactor()
             self._forked = False
@@ -95,9 +94,7 @@ class _ReactorThread:
             self._forked = True
         self.reactor = None
         self.thread = None
-        threadable = sys.modules.get("twisted.python.threadable")
-        if threadable is not None:
-            threadable.ioThread = None  # no reactor thread in the child until one starts
+        threadable.ioThread = None  # no reactor thread in the child until one starts
 
 
 def _fresh_global_reactor() -> Any:
@@ -135,9 +132,7 @@ def get_reactor() -> Any:
 
 def on_reactor_thread() -> bool:
     """True when the caller runs on the reactor's thread (it must not block there)."""
-    from twisted.python import threadable  # noqa: PLC0415
-
-    return threadable.isInIOThread()
+    return threadable.ioThread == get_ident()
 
 
 def check_pid(pid: int, what: str) -> None:
@@ -207,8 +202,8 @@ def blocking_call(timeout: float, function: Callable[..., Any], *args: Any, **kw
     :class:`BrokerConnectionError` once the time is up (the call may still complete on the
     reactor). Called on the reactor thread itself, it cannot wait: it returns what
     ``function`` returns, Deferreds included."""
-    reactor = _holder.get()
-    if on_reactor_thread():
+    reactor = _holder.reactor or _holder.get()
+    if threadable.ioThread == get_ident():
         return function(*args, **kwargs)
     slot = _Slot()
     reactor.callFromThread(slot.run, function, args, kwargs)

@@ -98,6 +98,12 @@ class _Facade:
         threaded.check_pid(self._pid, type(self).__name__)
         return threaded.blocking_call(timeout, function, *args, **kwargs)
 
+    def _mirror(self, knobs: Mapping[str, Any]) -> None:
+        # A knob reads on the facade as the Twisted object has it (else a subclass's class
+        # attribute would hide the value given as a keyword).
+        for name in knobs:
+            self.__dict__[name] = getattr(self._inner, name, knobs[name])
+
     def __getattr__(self, name: str) -> Any:
         # Data of the Twisted object (fingerprint, encoder, eks, knobs...) reads through;
         # its methods do not: they would run off the reactor thread.
@@ -133,6 +139,7 @@ class GenericProducer(_Facade):
         def make() -> Any:
             self._inner = _producer.GenericProducer(fingerprint, hup, vhost, reactor=reactor,
                                                     builders=self, **knobs)
+            self._mirror(knobs)
             return self._inner.ready if waits else None
 
         # on the reactor thread (twistd) it cannot wait: calls wait for the connection
@@ -200,6 +207,7 @@ class GenericConsumer(_Facade):
 
         def make() -> None:
             self._inner = _consumer.GenericConsumer(eqk, hup, vhost, reactor=reactor, **knobs)
+            self._mirror(knobs)
 
         self._call(self._bound(), make)
 
@@ -245,6 +253,7 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
             self._inner = _processor.MessageProcessor(
                 fingerprint, eqk, hup, vhost, reactor=reactor, handlers=self,
                 call_handler=self._call_handler, consumer_class=make_consumer, **knobs)
+            self._mirror(knobs)
 
         self._call(self._bound(), make)
 

@@ -168,8 +168,9 @@ class GenericProducer(_Facade):
                     timeout: float | None = None) -> list[Message]:
         """The replies read from a ``_queue_only`` queue (see the Twisted producer)."""
         own_bound = (self._inner.rpc_timeout if timeout is None else timeout) + RPC_SLACK
-        return self._call(self._bound(own_bound), self._inner.consume_rpc, queue, result_len,
-                          callback, timeout)
+        results: list[Message] = self._call(self._bound(own_bound), self._inner.consume_rpc,
+                                            queue, result_len, callback, timeout)
+        return results
 
     def close(self) -> Any:
         """Close the connection."""
@@ -378,7 +379,7 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
         return done
 
 
-class MicroScheduler(_PureMicroScheduler):
+class MicroScheduler(_PureMicroScheduler):  # type: ignore[no-redef] # the core's, plus run()
     """The 3.0.3 scheduler plus :meth:`run`, which blocks until the scheduler ends."""
 
     def run(self) -> None:

@@ -66,7 +66,7 @@ class _ReactorThread:
             self._forked = False
         else:
             from twisted.internet import reactor  # noqa: PLC0415
-        if reactor.running or threadable.isInIOThread():
+        if reactor.running or threadable.ioThread == get_ident():
             return reactor  # twistd, postage run, a Twisted application: theirs
         started = threading.Event()
         reactor.callWhenRunning(started.set)
@@ -103,7 +103,7 @@ def _fresh_global_reactor() -> Any:
     import twisted.internet  # noqa: PLC0415
     from twisted.internet import main  # noqa: PLC0415
 
-    old = sys.modules.pop("twisted.internet.reactor", None)
+    old: Any = sys.modules.pop("twisted.internet.reactor", None)
     if hasattr(twisted.internet, "reactor"):
         del twisted.internet.reactor
     try:

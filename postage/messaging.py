@@ -95,8 +95,10 @@ class _Facade:
 
     def _call(self, timeout: float, function: Callable[..., Any], *args: Any,
               **kwargs: Any) -> Any:
-        threaded.check_pid(self._pid, type(self).__name__)
-        return threaded.blocking_call(timeout, function, *args, **kwargs)
+        what = type(self).__name__
+        threaded.check_pid(self._pid, what)
+        name = function.__name__.removeprefix("_").removesuffix("_on_reactor")
+        return threaded.call_within(timeout, f"{what}.{name}()", function, *args, **kwargs)
 
     def _mirror(self, knobs: Mapping[str, Any]) -> None:
         # A knob reads on the facade as the Twisted object has it (else a subclass's class
@@ -132,18 +134,18 @@ class GenericProducer(_Facade):
         hup = hup if hup is not None else getattr(type(self), "hup", None)
         vhost = vhost if vhost is not None else getattr(type(self), "vhost", None)
         reactor = threaded.get_reactor()
-        connect = knobs.get("connect_timeout", _producer.GenericProducer.connect_timeout)
+        connect_timeout = knobs.get("connect_timeout", _producer.GenericProducer.connect_timeout)
 
         waits = not threaded.on_reactor_thread()
 
-        def make() -> Any:
+        def connect() -> Any:
             self._inner = _producer.GenericProducer(fingerprint, hup, vhost, reactor=reactor,
                                                     builders=self, **knobs)
             self._mirror(knobs)
             return self._inner.ready if waits else None
 
         # on the reactor thread (twistd) it cannot wait: calls wait for the connection
-        self._call(self._bound(max(DEFAULT_CALL_TIMEOUT, connect + RPC_SLACK)), make)
+        self._call(self._bound(max(DEFAULT_CALL_TIMEOUT, connect_timeout + RPC_SLACK)), connect)
 
     def send(self, name: str, *args: Any, **kwds: Any) -> Any:
         """``message_NAME(...)``: returns once the broker confirmed the message."""
@@ -206,11 +208,11 @@ class GenericConsumer(_Facade):
         hup = hup if hup is not None else getattr(type(self), "hup", None)
         vhost = vhost if vhost is not None else getattr(type(self), "vhost", None)
 
-        def make() -> None:
+        def build() -> None:
             self._inner = _consumer.GenericConsumer(eqk, hup, vhost, reactor=reactor, **knobs)
             self._mirror(knobs)
 
-        self._call(self._bound(), make)
+        self._call(self._bound(), build)
 
     def queue_bind(self, exchange: Any, queue: Any, key: str) -> Any:
         """Bind (declaring as needed) and consume a new queue; returns once done."""
@@ -247,16 +249,18 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
         reactor = threaded.get_reactor()
 
         def make_consumer(*args: Any, **kwds: Any) -> Any:
+            if self.call_timeout is not None:
+                kwds.setdefault("call_timeout", self.call_timeout)  # its bind, unbind too
             self.consumer = consumer_class(*args, **kwds)
             return self.consumer._inner  # noqa: SLF001 - our own facade's Twisted consumer
 
-        def make() -> None:
+        def build() -> None:
             self._inner = _processor.MessageProcessor(
                 fingerprint, eqk, hup, vhost, reactor=reactor, handlers=self,
                 call_handler=self._call_handler, consumer_class=make_consumer, **knobs)
             self._mirror(knobs)
 
-        self._call(self._bound(), make)
+        self._call(self._bound(), build)
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ from twisted.python.failure import Failure
 from postage.errors import BrokerConnectionError
 from postage.twisted.logs import PostageLogger
 
-__all__ = ["Workers", "as_deferred", "blocking_call", "check_pid", "get_reactor", "on_reactor",
-           "on_reactor_thread"]
+__all__ = ["Workers", "as_deferred", "blocking_call", "call_within", "check_pid", "get_reactor",
+           "on_reactor", "on_reactor_thread"]
 
 log = PostageLogger()
 
@@ -202,12 +202,19 @@ def blocking_call(timeout: float, function: Callable[..., Any], *args: Any, **kw
     :class:`BrokerConnectionError` once the time is up (the call may still complete on the
     reactor). Called on the reactor thread itself, it cannot wait: it returns what
     ``function`` returns, Deferreds included."""
+    return call_within(timeout, getattr(function, "__name__", "a call"), function, *args,
+                       **kwargs)
+
+
+def call_within(timeout: float, what: str, function: Callable[..., Any], *args: Any,
+                **kwargs: Any) -> Any:
+    """:func:`blocking_call`, saying ``what`` timed out in its error."""
     reactor = _holder.reactor or _holder.get()
     if threadable.ioThread == get_ident():
         return function(*args, **kwargs)
     slot = _Slot()
     reactor.callFromThread(slot.run, function, args, kwargs)
-    return slot.wait(timeout, getattr(function, "__name__", "a call"))
+    return slot.wait(timeout, what)
 
 
 def on_reactor(function: Callable[..., Any], *args: Any) -> None:

@@ -240,3 +240,26 @@ def test_call_timeout_is_a_knob_of_every_facade_class():
     assert Processor(call_timeout=5).call_timeout == 5
     assert messaging.GenericConsumer(call_timeout=6).call_timeout == 6
     assert Producer.call_timeout == 3
+
+
+def test_call_timeout_bounds_processor_start_and_queue_bind(proxy, names):
+    Exchange = names.exchange_class()  # noqa: N806
+
+    class Processor(messaging.MessageProcessor):
+        eqk = [(Exchange, [(names.auto_queue(), "k")])]
+        call_timeout = 1
+
+    processor = Processor(messaging.Fingerprint(names.component("bounded")),
+                          hup={**GUEST, "port": proxy.port})
+    try:
+        proxy.pause()
+        with pytest.raises(messaging.BrokerConnectionError, match="call_timeout"):
+            processor.start()  # the broker never answers: connect_timeout (10 s) is later
+        proxy.resume()
+        processor.start()  # the same start, now through
+        proxy.pause()
+        with pytest.raises(messaging.BrokerConnectionError, match="call_timeout"):
+            processor.consumer.queue_bind(Exchange, names.auto_queue("late"), "late")
+    finally:
+        proxy.resume()
+        processor.stop()

@@ -116,3 +116,17 @@ def test_builtin_restart_reexecutes_a_facade_component(run_script, names):
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["run 1", "run 2"]
+
+
+def test_an_rpc_without_handler_names_the_facade_class(make, names):
+    Exchange = names.exchange_class()  # noqa: N806
+
+    class Lonely(messaging.MessageProcessor):
+        eqk = [(Exchange, [(names.auto_queue(), "k")])]
+
+    make.processor(Lonely)
+
+    reply = make.producer(eks=[(Exchange, "k")]).rpc_missing(_timeout=WAIT)
+
+    assert isinstance(reply, messaging.MessageResultError)
+    assert reply.message == "no handler for command/missing in Lonely"

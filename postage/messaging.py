@@ -246,6 +246,8 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
         self._workers = threaded.Workers(self.handler_threads, f"postage-{type(self).__name__}")
         self._stopped_event = threading.Event()
         self._started = False
+        self._restart_requested = False
+        self._shutdown_trigger: Any = None
         reactor = threaded.get_reactor()
 
         def make_consumer(*args: Any, **kwds: Any) -> Any:
@@ -266,7 +268,11 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
 
     def start(self) -> Any:
         """Connect and consume; returns once every queue is consumed (on the reactor
-        thread, a Deferred that fires then)."""
+        thread, a Deferred that fires then). A processor that already ran and stopped
+        (``quit``, ``restart``) is not started again."""
+        if self._started and self._stopped_event.is_set() and (
+                not threaded.on_reactor_thread()):
+            return self
         timeout = self._bound(max(DEFAULT_CALL_TIMEOUT, self._inner.connect_timeout + RPC_SLACK))
         return self._call(timeout, self._start_on_reactor)
 
@@ -276,17 +282,28 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
             self._stopped_event.clear()
             self._workers.start()
             self._inner.when_stopped().addCallback(self._on_stopped)
+            # The reactor stopping (at exit, a restart) stops the processor first: its
+            # running handlers finish and are acked, as under twistd.
+            self._shutdown_trigger = self._inner.reactor.addSystemEventTrigger(
+                "before", "shutdown", self._stop_at_shutdown)
         return self._inner.start().addCallbacks(lambda _: self, self._start_failed)
 
     def _start_failed(self, failure: Any) -> Any:
         self._on_stopped(False)
         return failure
 
+    def _stop_at_shutdown(self) -> Any:
+        self._shutdown_trigger = None
+        return self._inner.stop()
+
     def _on_stopped(self, _quit: bool) -> None:
         # Never joins a worker: a handler still running past stop_timeout may need the
         # reactor (a blocking producer, a reply), which must stay free.
         self._workers.stop()
         self._stopped_event.set()
+        if self._shutdown_trigger is not None:
+            self._inner.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
 
     def when_stopped(self) -> Any:
         """(Reactor thread) fires once the processor has stopped, True after ``quit``."""
@@ -299,7 +316,7 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
         Deferred."""
         if threaded.on_reactor_thread():
             return self._inner.stop()
-        if not self._started:
+        if not self._started or self._stopped_event.is_set():
             return None
         if self._workers.running_here():
             threaded.on_reactor(self._inner.stop)
@@ -321,6 +338,7 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
     @MessageHandler("command", "restart")
     def msg_restart(self, content: Any) -> None:
         """Ack, stop cleanly, then re-execute the same command line."""
+        self._restart_requested = True  # its scheduler ends, so that the script can end
         threaded.on_reactor(self._inner.msg_restart, content)
 
     # -- microthread ------------------------------------------------------------------
@@ -330,10 +348,10 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
 
     def step(self) -> None:
         """Consume until the processor stops; then leave the scheduler (ending it when the
-        processor got ``quit``)."""
+        processor got ``quit`` or ``restart``)."""
         while not self._stopped_event.wait(0.5):  # wakes up for Ctrl-C
             pass
-        if self._inner.quit_requested:
+        if self._inner.quit_requested or self._restart_requested:
             raise ExitScheduler
         raise StopIteration
 

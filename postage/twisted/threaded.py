@@ -48,6 +48,7 @@ class _ReactorThread:
         self._lock = threading.Lock()
         self.reactor: Any = None
         self.thread: threading.Thread | None = None
+        self.started = threading.Event()  # set once the thread's reactor runs
         self._forked = False
         self._atexit = False
 
@@ -68,7 +69,7 @@ class _ReactorThread:
             from twisted.internet import reactor  # noqa: PLC0415
         if reactor.running or threadable.ioThread == get_ident():
             return reactor  # twistd, postage run, a Twisted application: theirs
-        started = threading.Event()
+        self.started = started = threading.Event()
         reactor.callWhenRunning(started.set)
         self.thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
                                        name="postage-reactor", daemon=True)
@@ -212,6 +213,11 @@ def call_within(timeout: float, what: str, function: Callable[..., Any], *args: 
     reactor = _holder.reactor or _holder.get()
     if threadable.ioThread == get_ident():
         return function(*args, **kwargs)
+    thread = _holder.thread
+    if thread is not None and not (thread.is_alive() and (
+            reactor.running or not _holder.started.is_set())):
+        raise BrokerConnectionError(f"{what}: the reactor has stopped (a restart, or the "
+                                    "program is ending)")
     slot = _Slot()
     reactor.callFromThread(slot.run, function, args, kwargs)
     return slot.wait(timeout, what)

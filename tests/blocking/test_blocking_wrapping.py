@@ -110,12 +110,15 @@ def test_builtin_restart_reexecutes_a_facade_component(run_script, names):
         component = Component(messaging.Fingerprint("restarting"), hup=HUP)
         component.start()
         messaging.GenericProducer(eks=[(TestExchange, "k")], hup=HUP).message_restart()
-        component.wait(20)  # the restart replaces this process once the component stopped
-        print("not restarted", flush=True)
+        scheduler = messaging.MicroScheduler()
+        scheduler.add_microthread(component)
+        scheduler.run()  # ends once the component stopped for the restart
+        print("scheduler ended", component.wait(0), flush=True)
+        # then the program runs again, when this one exits
     """, timeout=40)
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["run 1", "run 2"]
+    assert done.stdout.splitlines() == ["run 1", "scheduler ended True", "run 2"]
 
 
 def test_an_rpc_without_handler_names_the_facade_class(make, names):

@@ -133,3 +133,14 @@ def test_an_rpc_without_handler_names_the_facade_class(make, names):
 
     assert isinstance(reply, messaging.MessageResultError)
     assert reply.message == "no handler for command/missing in Lonely"
+
+
+def test_the_knobs_the_facade_forwards_are_those_the_twisted_classes_take():
+    # A public data attribute added to a Twisted class is read as a knob by the facade
+    # (a subclass setting it forwards it): it must then be one the constructor takes.
+    from postage.twisted import consumer, producer  # noqa: PLC0415
+
+    assert messaging._knobs_of(producer.GenericProducer) - {"hup", "vhost"} == set(
+        producer._KNOBS)
+    assert messaging._knobs_of(consumer.GenericConsumer) - {"hup", "vhost"} == set(
+        consumer._KNOBS)

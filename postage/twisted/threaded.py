@@ -33,6 +33,7 @@ from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from postage.errors import BrokerConnectionError
+from postage.twisted import awaitables
 from postage.twisted.logs import PostageLogger
 
 __all__ = ["Workers", "as_deferred", "blocking_call", "call_within", "check_pid", "get_reactor",
@@ -147,14 +148,11 @@ def check_pid(pid: int, what: str) -> None:
 
 def as_deferred(outcome: Any) -> Any:
     """A handler's outcome as something a Deferred chain waits for: a coroutine or another
-    awaitable becomes a Deferred (run on the reactor); anything else is returned as it is."""
+    awaitable becomes a Deferred, run on the reactor (asyncio ones too, under the asyncio
+    reactor); anything else is returned as it is."""
     if isinstance(outcome, defer.Deferred) or not inspect.isawaitable(outcome):
         return outcome
-    if inspect.iscoroutine(outcome):
-        return defer.ensureDeferred(outcome)
-    import asyncio  # noqa: PLC0415 - an asyncio future, under the asyncio reactor
-
-    return defer.Deferred.fromFuture(asyncio.ensure_future(outcome))
+    return awaitables.deferred(outcome)
 
 
 class _Slot:

@@ -263,3 +263,28 @@ def test_call_timeout_bounds_processor_start_and_queue_bind(proxy, names):
     finally:
         proxy.resume()
         processor.stop()
+
+
+def test_async_handler_may_await_asyncio_under_the_asyncio_reactor(run_script, names):
+    lines = run(run_script, names, """
+from twisted.internet import asyncioreactor
+asyncioreactor.install()  # the application's choice, before the first facade object
+import asyncio
+
+class Sleepy(messaging.MessageProcessor):
+    eqk = EQK
+
+    @messaging.RpcHandler("command", "nap")
+    async def nap(self, content, reply_func):
+        await asyncio.sleep(0.01)  # an asyncio awaitable, on the facade's reactor thread
+        reply_func(messaging.MessageResult("rested"))
+
+processor = Sleepy(messaging.Fingerprint("sleepy"), hup=HUP)
+processor.start()
+producer = messaging.GenericProducer(eks=[(TestExchange, "k")], hup=HUP)
+print(producer.rpc_nap(_timeout=5, _max_retry=0).value, flush=True)
+producer.close()
+processor.stop()
+""")
+
+    assert lines == ["rested"]

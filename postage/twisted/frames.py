@@ -46,8 +46,8 @@ class ChannelFrames:
     """Publishes and acks on pika's plain channel ``impl``, with fewer allocations and one
     transport write per message."""
 
-    __slots__ = ("_acked", "_body_max", "_channel", "_connection", "_flush_call", "_number",
-                 "_properties", "_routes", "_settled", "_singly")
+    __slots__ = ("_ack_to", "_acked", "_body_max", "_channel", "_connection", "_flush_call",
+                 "_number", "_properties", "_routes", "_settled", "_singly")
 
     def __init__(self, impl: Any) -> None:
         self._channel = impl
@@ -59,6 +59,9 @@ class ChannelFrames:
         self._properties: tuple[Any, bytes, int] | None = None
         self._settled = 0  # every delivery up to this tag is settled (acked or rejected)
         self._acked = 0  # ... and up to this one the broker was told so
+        # the newest tag of the run settled in order: what a multiple ack names (a tag the
+        # broker was already told of singly would close the channel, "unknown delivery tag")
+        self._ack_to = 0
         self._singly: set[int] = set()  # tags above _settled already settled one by one
         self._flush_call: Any = None
 
@@ -163,6 +166,7 @@ class ChannelFrames:
         self._flush()
 
     def _extend(self, delivery_tag: int) -> None:
+        self._ack_to = delivery_tag
         settled = delivery_tag
         singly = self._singly
         while singly and settled + 1 in singly:
@@ -172,8 +176,8 @@ class ChannelFrames:
 
     def _flush(self) -> None:
         self._flush_call = None
-        if self._settled > self._acked and self._channel.is_open:
-            self._write_ack(self._settled, multiple=True)
+        if self._ack_to > self._acked and self._channel.is_open:
+            self._write_ack(self._ack_to, multiple=True)
         self._acked = self._settled
 
     def _check_open(self) -> None:

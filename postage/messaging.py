@@ -23,6 +23,7 @@ of its own.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import os
@@ -397,7 +398,8 @@ class MessageProcessor(_Facade, MicroThread, HandlerRegistry):
                 outcome, ok = Failure(), False
             reactor.callFromThread(settle, ok, outcome)
 
-        self._workers.submit(work)
+        # the worker runs in a copy of this context: it sees the delivery's trace
+        self._workers.submit(contextvars.copy_context().run, work)
         return done
 
 

@@ -19,6 +19,7 @@ facade objects made before the fork belong to the parent (see :func:`check_pid`)
 from __future__ import annotations
 
 import atexit
+import contextvars
 import inspect
 import os
 import sys
@@ -217,7 +218,8 @@ def call_within(timeout: float, what: str, function: Callable[..., Any], *args: 
         raise BrokerConnectionError(f"{what}: the reactor has stopped (a restart, or the "
                                     "program is ending)")
     slot = _Slot()
-    reactor.callFromThread(slot.run, function, args, kwargs)
+    # in the caller's context: a publish from a handler thread continues the handler's trace
+    reactor.callFromThread(contextvars.copy_context().run, slot.run, function, args, kwargs)
     return slot.wait(timeout, what)
 
 

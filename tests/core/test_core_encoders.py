@@ -111,3 +111,27 @@ def test_decode_of_bad_json_raises_message_format_error(data):
 
 def test_decode_accepts_bytes_and_str():
     assert JsonEncoder().decode(b'{"a": 1}') == JsonEncoder().decode('{"a": 1}') == {"a": 1}
+
+
+def test_encoded_json_is_compact():
+    """No spaces after separators: every byte counts per message."""
+    assert JsonEncoder().encode({"a": [1, 2], "b": "c d"}) == '{"a":[1,2],"b":"c d"}'
+
+
+def test_encode_error_names_the_type_that_json_cannot_hold():
+    class Gadget:
+        pass
+
+    with pytest.raises(EncodeError) as info:
+        JsonEncoder().encode({"x": Gadget()})
+    assert str(info.value) == "cannot encode message as JSON: Gadget cannot be encoded as JSON"
+
+
+def test_decode_error_says_the_body_is_not_json():
+    with pytest.raises(MessageFormatError, match=r"^body is not valid JSON: Expecting value"):
+        JsonEncoder().decode(b"nope")
+
+
+def test_decode_of_deeply_nested_json_raises_message_format_error():
+    with pytest.raises(MessageFormatError, match=r"^body is not valid JSON"):
+        JsonEncoder().decode(b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000)

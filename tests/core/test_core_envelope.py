@@ -97,6 +97,45 @@ BAD_BODIES = {
     "version-3": as_json(envelope(version=3)),
     "version-string-3": as_json(envelope(version="3")),
     "version-null": as_json(envelope(version=None)),
+    "version-float": as_json(envelope(version=2.0)),
+    "version-true": as_json(envelope(version=True)),
+    "version-list": as_json(envelope(version=[2])),
+    "null-category": as_json(envelope(category=None)),
+    "non-string-name": as_json(envelope(name=5)),
+    "null-name": as_json(envelope(name=None)),
+    "list-name": as_json(envelope(name=["ping"])),
+    "null-content": as_json(envelope(content=None)),
+    "number-content": as_json(envelope(content=1)),
+    "number-fingerprint": as_json(envelope(fingerprint=7)),
+    "null-fingerprint": as_json(envelope(fingerprint=None)),
+    "string-reserved": as_json(envelope(_reserved="x")),
+    "list-reserved": as_json(envelope(_reserved=[])),
+    "null-reserved": as_json(envelope(_reserved=None)),
+    "deeply-nested": b"[" * 100_000 + b"]" * 100_000,
+    "deeply-nested-content": ('{"type": "t", "category": "message", "content": {"a": '
+                              + "[" * 100_000 + "]" * 100_000 + "}}"),
+}
+
+# What each kind of bad body is told (the error says which rule it broke).
+BAD_BODY_MESSAGES = {
+    "not-json": "body is not valid JSON",
+    "invalid-utf8": "body is not valid JSON",
+    "json-list": "envelope must be an object, not list",
+    "json-null": "envelope must be an object, not NoneType",
+    "missing-category": "envelope has no 'category'",
+    "null-category": "unknown message category None",
+    "unknown-category": "unknown message category 'event'",
+    "missing-type": "envelope has no 'type'",
+    "null-type": "envelope field 'type' must be a str",
+    "non-string-type": "envelope field 'type' must be a str",
+    "non-string-name": "envelope field 'name' must be a str",
+    "list-content": "envelope field 'content' must be a dict",
+    "string-fingerprint": "envelope field 'fingerprint' must be a dict",
+    "string-reserved": "envelope field '_reserved' must be a dict",
+    "version-1": "unsupported envelope version 1",
+    "version-string-3": "unsupported envelope version '3'",
+    "version-true": "unsupported envelope version True",
+    "deeply-nested": "body is not valid JSON",
 }
 
 
@@ -104,6 +143,57 @@ BAD_BODIES = {
 def test_bad_body_raises_message_format_error(data):
     with pytest.raises(MessageFormatError):
         decode_envelope(data)
+
+
+@pytest.mark.parametrize(("kind", "text"), list(BAD_BODY_MESSAGES.items()),
+                         ids=list(BAD_BODY_MESSAGES))
+def test_bad_body_error_says_which_rule_it_broke(kind, text):
+    with pytest.raises(MessageFormatError) as info:
+        decode_envelope(BAD_BODIES[kind])
+    assert str(info.value).startswith(text)
+
+
+def test_envelope_without_version_is_accepted_as_version_2():
+    decoded = decode_envelope(as_json(envelope(version=_MISSING)))
+    assert decoded["version"] == 2
+    assert type(decoded["version"]) is int
+
+
+def test_absent_optional_fields_are_filled_in():
+    bare = {"type": "command", "category": "message"}
+    assert decode_envelope(as_json(bare)) == {
+        "type": "command", "category": "message", "name": "none", "content": {},
+        "fingerprint": {}, "_reserved": {}, "version": 2}
+
+
+def test_filled_in_fields_are_fresh_dicts():
+    decoded = decode_envelope(as_json({"type": "command", "category": "message"}))
+    assert decoded["content"] is not decoded["fingerprint"]
+    assert decoded["fingerprint"] is not decoded["_reserved"]
+
+
+def test_deeply_nested_json_is_a_message_format_error_not_a_recursion_error():
+    """json.loads raises RecursionError on deep nesting: bad input all the same."""
+    with pytest.raises(MessageFormatError):
+        JsonEncoder().decode("[" * 100_000 + "]" * 100_000)
+
+
+def test_a_plugged_in_encoder_error_is_named_in_the_message():
+    class Broken(JsonEncoder):
+        def decode(self, data):
+            raise KeyError("broken encoder")
+
+    with pytest.raises(MessageFormatError, match=r"^body cannot be decoded: 'broken encoder'$"):
+        decode_envelope(as_json(envelope()), encoder=Broken())
+
+
+def test_a_plugged_in_encoder_message_format_error_passes_unchanged():
+    class Strict(JsonEncoder):
+        def decode(self, data):
+            raise MessageFormatError("strict says no")
+
+    with pytest.raises(MessageFormatError, match=r"^strict says no$"):
+        decode_envelope(as_json(envelope()), encoder=Strict())
 
 
 def test_message_format_error_is_a_value_error_and_a_postage_error():
@@ -216,7 +306,31 @@ envelope_like = st.builds(
 )
 
 
+def _valid(body):
+    """The envelope rules, written out independently of decode_envelope."""
+    def absent_or(key, kind):
+        return key not in body or (type(body[key]) is kind)
+
+    version = body.get("version", 2)
+    return (
+        body.get("category") in ("message", "rpc")
+        and type(body.get("type")) is str
+        and absent_or("name", str)
+        and all(absent_or(key, dict) for key in ("content", "fingerprint", "_reserved"))
+        and ((type(version) is int and version == 2) or version == "2")
+    )
+
+
 @PROPERTY
 @given(body=envelope_like)
-def test_arbitrary_envelope_like_objects_decode_or_raise_message_format_error(body):
-    _decodes_or_rejects(json.dumps(body))
+def test_arbitrary_envelope_like_objects_are_accepted_exactly_when_valid(body):
+    """Valid input is accepted (with the defaults filled in); anything else is rejected with
+    MessageFormatError, never another error, never accepted."""
+    data = json.dumps(body)
+    if not _valid(body):
+        with pytest.raises(MessageFormatError):
+            decode_envelope(data)
+        return
+    decoded = decode_envelope(data)
+    defaults = {"name": "none", "content": {}, "fingerprint": {}, "_reserved": {}}
+    assert decoded == {**defaults, **body, "version": 2}

@@ -75,3 +75,34 @@ def test_exchange_name_of_a_string_is_the_string():
 def test_exchange_name_of_anything_else_raises_type_error(value):
     with pytest.raises(TypeError):
         exchange_name(value)
+
+
+def test_a_class_defined_later_gets_its_own_parameters_and_keeps_the_docstring():
+    class Later(Exchange):
+        name = "later"
+        exchange_type = "fanout"
+
+    assert Later.parameters["exchange"] == "later"
+    assert Later.parameters["exchange_type"] == "fanout"
+    assert "exchange_declare" in vars(Exchange)["parameters"].__doc__
+
+
+def test_class_property_reads_its_getter_from_the_class_and_keeps_its_doc():
+    from postage.exchanges import _ClassProperty  # noqa: PLC0415
+
+    def getter(cls):
+        """The class's name."""
+        return cls.__name__
+
+    class Owner:
+        prop = _ClassProperty(getter)
+
+    assert Owner.prop == "Owner"
+    assert Owner().prop == "Owner"
+    assert vars(Owner)["prop"].__doc__ == "The class's name."
+
+
+def test_exchange_name_error_says_what_an_exchange_may_be():
+    with pytest.raises(TypeError) as info:
+        exchange_name(42)
+    assert str(info.value) == "an exchange is an Exchange subclass or a name, not 42"

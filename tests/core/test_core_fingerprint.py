@@ -104,3 +104,30 @@ def test_as_dict_has_the_six_fields():
 def test_as_tuple_order_is_name_type_pid_host_user_vhost():
     fingerprint = Fingerprint(vhost="v", user="u", host="h", pid=1, type="t", name="n")
     assert fingerprint.as_tuple() == ("n", "t", 1, "h", "u", "v")
+
+
+def test_fingerprints_with_the_same_values_are_equal_and_hash_alike():
+    first = Fingerprint("n", "t", 1, "h", "u", "v")
+    second = Fingerprint("n", "t", 1, "h", "u", "v")
+    assert first == second
+    assert not first != second  # noqa: SIM202 - __ne__ comes from __eq__
+    assert hash(first) == hash(second)
+    assert len({first, second}) == 1
+
+
+def test_fingerprints_differing_in_one_value_are_not_equal():
+    first = Fingerprint("n", "t", 1, "h", "u", "v")
+    assert first != Fingerprint("n", "t", 2, "h", "u", "v")
+    assert hash(first) != hash(Fingerprint("other", "t", 1, "h", "u", "v"))
+
+
+def test_a_fingerprint_is_not_equal_to_its_tuple_or_dict():
+    first = Fingerprint("n", "t", 1, "h", "u", "v")
+    assert first != first.as_tuple()
+    assert first != first.as_dict()
+    assert first.__eq__(first.as_tuple()) is NotImplemented
+
+
+def test_repr_shows_every_field_in_order():
+    assert repr(Fingerprint("n", "t", 1, "h", "u", "v")) == (
+        "Fingerprint(name='n', type='t', pid=1, host='h', user='u', vhost='v')")

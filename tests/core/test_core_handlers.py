@@ -480,3 +480,110 @@ def test_filter_on_an_rpc_handler_keeps_the_reply_func(cls):
     replies = []
     dispatch(cls(), RpcCommand("rpc-scaled", {"nested": {"x": 4}}), replies.append)
     assert replies == [MessageResult(8)]
+
+
+# Tables built inside the test --------------------------------------------------------------
+# The classes above are built at import; these build theirs while the test runs, so that the
+# decorators' and the table's own code is what the test exercises (a mutation tester swaps
+# code in after import).
+
+def test_spec_fields_say_how_each_handler_is_called():
+    class Built(HandlerRegistry):
+        @MessageHandler("command", "plain")
+        def plain(self, content):
+            return content
+
+        @MessageHandlerFullBody("command", "full")
+        def full(self, body):
+            return body
+
+        @RpcHandler("command", "call")
+        def call(self, content, reply_func):
+            return content
+
+        @MessageHandler("command", "klass")
+        class Klass(Handler):
+            def call(self):
+                return self.data
+
+    table = Built.dispatch_table
+    (plain,) = table.message_handlers("command", "plain")
+    (full,) = table.message_handlers("command", "full")
+    (klass,) = table.message_handlers("command", "klass")
+    rpc = table.rpc_handler("command", "call")
+    assert (plain.attr, plain.full_body, plain.rpc, plain.is_class) == ("plain", False, False,
+                                                                        False)
+    assert (full.attr, full.full_body, full.rpc, full.is_class) == ("full", True, False, False)
+    assert (rpc.attr, rpc.full_body, rpc.rpc, rpc.is_class) == ("call", False, True, False)
+    assert (klass.attr, klass.full_body, klass.rpc, klass.is_class) == ("Klass", False, False,
+                                                                        True)
+    assert table.keys() == {("message", "command", "plain"), ("message", "command", "full"),
+                            ("message", "command", "klass"), ("rpc", "command", "call")}
+
+
+def test_decorated_subclass_of_a_decorated_handler_class_is_dispatched_to_itself():
+    """The subclass's decoration is its own: it neither inherits its parent's registration
+    nor adds to it."""
+
+    class Built(HandlerRegistry):
+        @MessageHandler("command", "parent")
+        class Parent(Handler):
+            def call(self):
+                return "parent"
+
+        @MessageHandler("command", "child")
+        class Child(Parent):
+            def call(self):
+                return "child"
+
+    table = Built.dispatch_table
+    assert attrs(table.message_handlers("command", "parent")) == ["Parent"]
+    assert attrs(table.message_handlers("command", "child")) == ["Child"]
+    owner = Built()
+    assert dispatch(owner, MessageCommand("child")) == ["child"]
+    assert dispatch(owner, MessageCommand("parent")) == ["parent"]
+
+
+def test_undecorated_subclass_of_a_decorated_handler_class_is_not_a_handler():
+    class Built(HandlerRegistry):
+        @MessageHandler("command", "parent")
+        class Parent(Handler):
+            def call(self):
+                return "parent"
+
+        class Plain(Parent):
+            pass
+
+    assert attrs(Built.dispatch_table.message_handlers("command", "parent")) == ["Parent"]
+
+
+def test_message_filter_built_in_the_test_passes_its_arguments():
+    def scale(data, factor, key):
+        return {key: data[key] * factor}
+
+    def refuse(data):
+        raise FilterError("no")
+
+    class Built(HandlerRegistry):
+        @MessageHandler("command", "scaled")
+        @MessageFilter(scale, 3, key="n")
+        def scaled(self, content):
+            return content
+
+        @MessageHandler("command", "refused")
+        @MessageFilter(refuse)
+        def refused(self, content):
+            return "ran"
+
+    owner = Built()
+    body = MessageCommand("scaled").body
+    body["content"] = {"n": 2}
+    (spec,) = Built.dispatch_table.lookup(body)
+    assert call_handler(owner, spec, body, None) == {"n": 6}
+    assert body["content"] == {"n": 2}  # the filter got a copy
+    assert dispatch(owner, MessageCommand("refused")) == [None]
+
+
+def test_a_handler_class_without_call_says_it_needs_one():
+    with pytest.raises(NotImplementedError, match=r"^a Handler subclass defines call\(\)$"):
+        Handler({}).call()

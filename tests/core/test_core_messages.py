@@ -16,6 +16,9 @@ from postage import (
 )
 from postage.messages import message_from_body
 
+# Parametrized messages are made inside each test (as ``make()``), not at collection: a
+# mutation tester that swaps the code in after collection must see them built by its code.
+
 ENVELOPE_KEYS = {"type", "name", "category", "version", "fingerprint", "content", "_reserved"}
 
 
@@ -70,9 +73,13 @@ def test_rpc_command_parameters_default_to_empty_dict():
 
 
 @pytest.mark.parametrize("cls", [MessageCommand, RpcCommand])
-@pytest.mark.parametrize("value", [[1, 2], "text", 3, 2.5, True, {"nested": [None]}])
+@pytest.mark.parametrize("value", [[1, 2], "text", 3, 2.5, True, {"nested": [None]},
+                                   0, 0.0, "", [], False, {}])
 def test_command_parameters_may_be_any_json_value(cls, value):
-    assert cls("x", value).body["content"] == {"parameters": value}
+    """Falsy values too: only None (no parameters) becomes ``{}``."""
+    content = cls("x", value).body["content"]
+    assert content == {"parameters": value}
+    assert type(content["parameters"]) is type(value)
 
 
 def test_message_status_name_is_the_status_and_content_is_empty():
@@ -84,21 +91,22 @@ def test_message_status_name_is_the_status_and_content_is_empty():
 @pytest.mark.parametrize(
     ("message", "content"),
     [
-        (MessageResult(42), {"type": "success", "value": 42, "message": ""}),
-        (MessageResult([1], "done"), {"type": "success", "value": [1], "message": "done"}),
+        (lambda: MessageResult(42), {"type": "success", "value": 42, "message": ""}),
+        (lambda: MessageResult([1], "done"),
+         {"type": "success", "value": [1], "message": "done"}),
         (
-            MessageResultError("no such user"),
+            lambda: MessageResultError("no such user"),
             {"type": "error", "value": None, "message": "no such user"},
         ),
         (
-            MessageResultException("KeyError", "'x'"),
+            lambda: MessageResultException("KeyError", "'x'"),
             {"type": "exception", "value": "KeyError", "message": "'x'"},
         ),
     ],
     ids=["result", "result-with-message", "error", "exception"],
 )
 def test_result_body(message, content):
-    body = message.body
+    body = message().body
     assert (body["type"], body["name"], body["category"]) == ("result", "none", "message")
     assert body["content"] == content
 
@@ -106,41 +114,46 @@ def test_result_body(message, content):
 @pytest.mark.parametrize(
     ("message", "value", "text"),
     [
-        (MessageResult({"a": 1}, "ok"), {"a": 1}, "ok"),
-        (MessageResultError("failed"), None, "failed"),
-        (MessageResultException("TimeoutError", "no answer"), "TimeoutError", "no answer"),
+        (lambda: MessageResult({"a": 1}, "ok"), {"a": 1}, "ok"),
+        (lambda: MessageResult(7), 7, ""),
+        (lambda: MessageResultError("failed"), None, "failed"),
+        (lambda: MessageResultException("TimeoutError", "no answer"), "TimeoutError",
+         "no answer"),
     ],
+    ids=["result", "result-without-message", "error", "exception"],
 )
 def test_result_value_and_message_attributes(message, value, text):
-    assert message.value == value
-    assert message.message == text
+    made = message()
+    assert made.value == value
+    assert made.message == text
 
 
 @pytest.mark.parametrize(
     "message",
     [
-        Message(),
-        Message(1),
-        MessageCommand("x"),
-        RpcCommand("x"),
-        MessageStatus("ok"),
-        MessageResult(None),
-        MessageResult(0),
-        MessageResult(False),
+        lambda: Message(),
+        lambda: Message(1),
+        lambda: MessageCommand("x"),
+        lambda: RpcCommand("x"),
+        lambda: MessageStatus("ok"),
+        lambda: MessageResult(None),
+        lambda: MessageResult(0),
+        lambda: MessageResult(False),
     ],
-    ids=repr,
+    ids=["message", "message-1", "command", "rpc", "status", "result-none", "result-0",
+         "result-false"],
 )
 def test_message_is_true(message):
-    assert bool(message) is True
+    assert bool(message()) is True
 
 
 @pytest.mark.parametrize(
     "message",
-    [MessageResultError("e"), MessageResultException("E", "e")],
-    ids=repr,
+    [lambda: MessageResultError("e"), lambda: MessageResultException("E", "e")],
+    ids=["error", "exception"],
 )
 def test_failed_result_is_false(message):
-    assert bool(message) is False
+    assert bool(message()) is False
 
 
 def test_if_reply_tells_success_from_failure():
@@ -187,38 +200,42 @@ def test_fingerprint_dict_goes_into_the_body():
     }
 
 
-ALL_KINDS = [
-    Message(),
-    Message(1, "a", k={"x": 1}),
-    MessageCommand("ping", {"a": [1, 2]}),
-    RpcCommand("echo", "text"),
-    MessageStatus("busy"),
-    MessageResult({"v": 1}, "fine"),
-    MessageResultError("bad"),
-    MessageResultException("KeyError", "'k'"),
-]
+ALL_KINDS = {
+    "message": lambda: Message(),
+    "message-args-kwds": lambda: Message(1, "a", k={"x": 1}),
+    "command": lambda: MessageCommand("ping", {"a": [1, 2]}),
+    "rpc": lambda: RpcCommand("echo", "text"),
+    "status": lambda: MessageStatus("busy"),
+    "result": lambda: MessageResult({"v": 1}, "fine"),
+    "error": lambda: MessageResultError("bad"),
+    "exception": lambda: MessageResultException("KeyError", "'k'"),
+}
 
 
-@pytest.mark.parametrize("message", ALL_KINDS, ids=repr)
-def test_message_from_body_rebuilds_an_equal_message(message):
+@pytest.mark.parametrize("make", list(ALL_KINDS.values()), ids=list(ALL_KINDS))
+def test_message_from_body_rebuilds_an_equal_message(make):
+    message = make()
     rebuilt = message_from_body(message.body)
     assert rebuilt == message
     assert bool(rebuilt) is bool(message)
 
 
 @pytest.mark.parametrize(
-    "message",
-    [MessageResult(1), MessageResultError("bad"), MessageResultException("E", "e")],
-    ids=repr,
+    "make",
+    [lambda: MessageResult(1), lambda: MessageResultError("bad"),
+     lambda: MessageResultException("E", "e")],
+    ids=["result", "error", "exception"],
 )
-def test_message_from_body_rebuilds_the_result_class(message):
+def test_message_from_body_rebuilds_the_result_class(make):
+    message = make()
     rebuilt = message_from_body(message.body)
     assert type(rebuilt) is type(message)
     assert (rebuilt.value, rebuilt.message) == (message.value, message.message)
 
 
-@pytest.mark.parametrize("message", ALL_KINDS, ids=repr)
-def test_message_survives_the_wire(message):
+@pytest.mark.parametrize("make", list(ALL_KINDS.values()), ids=list(ALL_KINDS))
+def test_message_survives_the_wire(make):
+    message = make()
     message.fingerprint = Fingerprint("n", "t", 1, "h", "u", "v").as_dict()
     encoded = JsonEncoder().encode(message.body)
     assert message_from_body(decode_envelope(encoded)) == message
@@ -235,6 +252,32 @@ def test_malformed_result_becomes_a_false_message_result_error(content):
     rebuilt = message_from_body(body)
     assert isinstance(rebuilt, MessageResultError)
     assert not rebuilt
+    assert rebuilt.message == f"malformed result content: {content!r}"
+
+
+def test_message_from_body_fills_in_what_a_bare_body_lacks():
+    """A body that names only type and category (what validation requires) rebuilds with
+    the envelope's defaults, each a fresh empty dict."""
+    message = message_from_body({"type": "command", "category": "message"})
+    assert (message.type, message.name, message.category) == ("command", "none", "message")
+    assert message.content == {}
+    assert message.fingerprint == {}
+    assert message._reserved == {}
+    assert message.body["_reserved"] == {}
+
+
+def test_message_from_body_keeps_every_field_it_is_given():
+    body = {"type": "status", "name": "busy", "category": "message", "version": 2,
+            "fingerprint": {"name": "n"}, "content": {"k": 1}, "_reserved": {"r": 2}}
+    message = message_from_body(body)
+    assert message.body == body
+    assert message._reserved == {"r": 2}
+
+
+def test_message_repr_names_its_class_type_name_and_content():
+    assert repr(MessageCommand("go", {"a": 1})) == (
+        "<MessageCommand command/go content={'parameters': {'a': 1}}>")
+    assert repr(MessageResultError("bad")).startswith("<MessageResultError result/none ")
 
 
 def test_postage_3_result_with_string_version_is_read():

@@ -145,3 +145,16 @@ def test_thread_added_between_rounds_is_run():
     next(rounds)
     next(rounds)
     assert late.log == ["create", "step"]
+
+
+def test_autoquit_keeps_the_value_it_was_given():
+    assert MicroScheduler(autoquit=True).autoquit is True
+
+
+def test_autoquit_does_not_end_a_scheduler_whose_threads_still_run():
+    thread = Recorder(stop_after=5)
+    scheduler = MicroScheduler(autoquit=True)
+    scheduler.add_microthread(thread)
+    rounds = list(islice(scheduler.main(), 100))
+    assert thread.steps == 5
+    assert len(rounds) == 6  # the create round and five step rounds; the next step stops it

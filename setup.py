@@ -59,6 +59,8 @@ setup(
             "ruff>=0.5",
             "opentelemetry-api>=1.25,<2",
             "opentelemetry-sdk>=1.25,<2",
+            # scripts/test measures branch coverage; 7.10 added `patch = subprocess`.
+            "coverage>=7.10,<8",
         ],
         "otel": [
             "opentelemetry-api>=1.25,<2",

@@ -117,7 +117,7 @@ class _Result(Message):
     type = "result"
     result_type = "success"
 
-    def __init__(self, value: Any = None, message: str = "") -> None:
+    def __init__(self, value: Any, message: str) -> None:
         super().__init__()
         self.content = {"type": self.result_type, "value": value, "message": message}
 

@@ -156,6 +156,9 @@ def test_remote_control_off_ignores_quit(make, names):
 
     producer.message_quit()
     producer.message_note(n=5)
-
-    assert got.get(timeout=WAIT) == {"n": 5}  # still consuming after the quit
+    assert got.get(timeout=WAIT) == {"n": 5}  # handled after the quit (one at a time)
+    # A quit that was obeyed would have stopped consuming by now (its handler ran before the
+    # note's): a note sent only now is consumed only by a processor that ignored it.
+    producer.message_note(n=6)
+    assert got.get(timeout=WAIT) == {"n": 6}
     assert not processor.wait(0)

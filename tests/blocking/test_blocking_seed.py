@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import time
 
+import pika
 import pytest
 
 from postage import messaging
@@ -76,9 +77,17 @@ def test_my_exchange_is_declared_by_a_producer_that_uses_it(make, admin, fixed_e
     make.producer(eks=[(MyExchange, "a.key")])
 
     assert admin.exchange_exists(MyExchange.name)
-    # declaring it again with the same attributes succeeds only if they are what it has
-    admin.channel.exchange_declare(MyExchange.name, "topic", durable=True, auto_delete=False)
-    assert admin.channel.is_open
+    # Declaring it again with the same attributes succeeds only if they are what it has: a
+    # difference closes the channel (PRECONDITION_FAILED), which pika's BlockingChannel
+    # raises here. The channel is held, not looked up again: admin.channel would reopen it.
+    channel = admin.channel
+    channel.exchange_declare(MyExchange.name, "topic", durable=True, auto_delete=False)
+    assert channel.is_open
+    # ... and the check can fail: other attributes are refused on the same kind of channel.
+    other = admin.channel
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        other.exchange_declare(MyExchange.name, "fanout", durable=True, auto_delete=False)
+    assert not other.is_open
 
 
 def test_generic_producer_message_sends_the_set_as_a_list(make, names):

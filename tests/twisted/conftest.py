@@ -6,7 +6,8 @@
 - ``broker``: ``brokertools.Admin``, the test's own eyes on the broker (declare, publish raw
   bytes, basic_get, passive counts), independent of Postage;
 - ``vhost``: ``(name, Admin)``, a vhost of the test's own;
-- ``components``: makes producers, processors and schedulers and stops them all at the end;
+- ``components``: makes producers, processors and schedulers and stops them all at the end; a
+  stop that fails or hangs fails the test (``Components.close_all``);
 - ``log_events``: every ``twisted.logger`` event emitted during the test;
 - ``proxy``: a TCP proxy to the broker, written with Twisted, that a test can pause or cut;
 - ``tools``: ``sleep``, ``wait_for`` (poll), ``within`` (a deadline), ``rabbitmqctl`` (the
@@ -187,8 +188,9 @@ def nothing_left_behind() -> Any:
 class Components:
     """Makes Postage components for a test and stops them all when it ends."""
 
-    def __init__(self, names: Names) -> None:
+    def __init__(self, names: Names, close_timeout: float = 15) -> None:
         self.names = names
+        self.close_timeout = close_timeout
         self._closers: list[Callable[[], Any]] = []
 
     def producer(self, cls: Any = None, label: str = "producer", **kwds: Any) -> Any:
@@ -230,14 +232,29 @@ class Components:
         self._closers.append(closer)
 
     async def close_all(self) -> None:
+        """Stop everything the test made, newest first; every stop is tried, each bounded
+        by ``close_timeout`` seconds. A stop that raises or hangs fails the test that made
+        the component: a broken ``stop()``/``close()`` must not pass unseen."""
+        timeout = self.close_timeout
         from twisted.internet import reactor  # noqa: PLC0415
 
+        problems = []
         for closer in reversed(self._closers):
-            d = defer.maybeDeferred(closer).addTimeout(5, reactor)
+            d = defer.maybeDeferred(closer).addTimeout(timeout, reactor)
             try:
                 await d
-            except Exception:  # noqa: BLE001 - a component already broken by its test
-                pass
+            except defer.TimeoutError:
+                problems.append(f"{_describe(closer)} did not end within {timeout}s")
+            except Exception as exc:  # noqa: BLE001 - reported below, with its type
+                problems.append(f"{_describe(closer)} failed: {type(exc).__name__}: {exc}")
+        if problems:
+            raise AssertionError("teardown: " + "; ".join(problems))
+
+
+def _describe(closer: Callable[[], Any]) -> str:
+    owner = getattr(closer, "__self__", None)
+    name = getattr(closer, "__name__", repr(closer))
+    return f"{type(owner).__name__}.{name}()" if owner is not None else f"{name}()"
 
 
 @pytest_twisted.async_yield_fixture

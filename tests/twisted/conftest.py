@@ -12,7 +12,7 @@
 - ``proxy``: a TCP proxy to the broker, written with Twisted, that a test can pause or cut;
 - ``tools``: ``sleep``, ``wait_for`` (poll), ``within`` (a deadline), ``rabbitmqctl`` (the
   broker's admin tool, run without blocking the reactor), ``close_connections`` (by client-
-  provided name) and ``unacked_count``.
+  provided name), ``connection_pids``, ``unacked_count`` and ``queue_counts``.
 
 Nothing here imports the reactor at module level: the blocking facade's suite runs with
 ``-p no:twisted`` and must be free to choose its own (and it does not collect this folder).
@@ -139,6 +139,21 @@ def unacked_count(queue: str) -> Any:
     raise AssertionError(f"queue {queue!r} not found")
 
 
+@defer.inlineCallbacks
+def queue_counts(queue: str) -> Any:
+    """``(ready, unacked, consumers)`` of ``queue`` as rabbitmqctl reports them: the broker's
+    own accounting, to wait on instead of sleeping (a message the broker holds unacked for
+    one consumer is not delivered to another; one that is neither ready nor unacked is gone
+    from the queue, so it was not requeued)."""
+    out = yield rabbitmqctl("list_queues", "name", "messages_ready",
+                            "messages_unacknowledged", "consumers")
+    for line in out.splitlines():
+        name, *counts = line.split("\t")
+        if name == queue:
+            return tuple(int(count) for count in counts)
+    raise AssertionError(f"queue {queue!r} not found")
+
+
 @pytest.fixture
 def tools() -> Any:
     """The helpers above, for the tests (test modules do not import conftest)."""
@@ -147,7 +162,7 @@ def tools() -> Any:
     return types.SimpleNamespace(
         sleep=sleep, wait_for=wait_for, within=within, rabbitmqctl=rabbitmqctl,
         close_connections=close_connections, connection_pids=connection_pids,
-        unacked_count=unacked_count)
+        unacked_count=unacked_count, queue_counts=queue_counts)
 
 
 # ---- the broker as the test sees it; unique names, cleaned up ------------------------------
@@ -330,7 +345,9 @@ class _Downstream(protocol.Protocol):
         from twisted.internet import reactor  # noqa: PLC0415
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol  # noqa: PLC0415
 
+        self.proxy.accepted += 1
         if self.proxy.refusing:  # the broker is "down": no connection gets through
+            self.proxy.refused += 1
             self.transport.abortConnection()
             return
         self.proxy.pairs.append(self)
@@ -366,12 +383,15 @@ class Proxy(protocol.Factory):
     """Relays 127.0.0.1:<port> to the broker. ``pause()`` stops what the broker sends from
     reaching the client (so confirms and replies stay pending); ``cut()`` drops every
     connection at once, as a network failure would; while ``refusing`` is true, new
-    connections are dropped at once (a broker that stays unreachable)."""
+    connections are dropped at once (a broker that stays unreachable). ``accepted`` and
+    ``refused`` count the connections it took and dropped: a test sees attempts happen."""
 
     def __init__(self) -> None:
         self.pairs: list[_Downstream] = []
         self.paused = False
         self.refusing = False
+        self.accepted = 0  # connections the proxy accepted (attempts to reach the broker)
+        self.refused = 0  # ... and dropped at once, while refusing
         self.port: int = 0
         self._listening: Any = None
 

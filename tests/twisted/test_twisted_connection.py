@@ -154,13 +154,16 @@ class Echo:
     """An echo processor class, made here so the module imports no processor at load."""
 
     @staticmethod
-    def make():
+    def make(seen=None):
+        """``seen``, when given, gets the content of every request the processor answers."""
         from postage import MessageResult, RpcHandler
         from postage.twisted import MessageProcessor
 
         class EchoProcessor(MessageProcessor):
             @RpcHandler("command", "echo")
             def echo(self, content, reply):
+                if seen is not None:
+                    seen.append(content)
                 reply(MessageResult(content["parameters"]))
 
         return EchoProcessor
@@ -189,7 +192,9 @@ def test_a_publish_awaiting_its_confirm_is_sent_again_after_a_reconnect(componen
     yield producer.ready
     proxy.pause()  # the broker's confirm never reaches the producer
     publish = producer.message_ping(_key=queue)
-    yield tools.sleep(0.1)
+    # The broker has the message, so it has confirmed it: only the paused proxy holds the
+    # confirm back (a publish that fired now would not have waited for its confirm).
+    yield tools.wait_for(lambda: broker.message_count(queue) == 1, what="the message")
     assert not publish.called
     proxy.cut()
     yield tools.within(publish, FAST)
@@ -206,7 +211,8 @@ def test_publishes_wait_while_the_broker_is_unreachable(components, names, broke
     proxy.refusing = True
     proxy.cut()
     publish = producer.message_ping(_key=queue)
-    yield tools.sleep(0.8)  # several reconnection attempts fail meanwhile
+    # Two reconnection attempts refused, and the publish still waits for the next one.
+    yield tools.wait_for(lambda: proxy.refused >= 2, timeout=10, what="two failed attempts")
     assert not publish.called
     proxy.refusing = False
     yield tools.within(publish, 10)
@@ -235,13 +241,15 @@ def test_a_publish_beyond_max_waiting_fails_while_the_broker_is_unreachable(
 def test_an_rpc_in_flight_is_answered_after_a_reconnect(components, names, proxy, tools):
     exchange = names.exchange_class()
     queue = names.queue()
-    server = components.processor(Echo.make(), eqk=[(exchange, [(queue, "echo")])])
+    answered = []
+    server = components.processor(Echo.make(answered), eqk=[(exchange, [(queue, "echo")])])
     yield tools.within(server.start(), FAST)
     producer = components.producer(hup=proxy.hup, eks=[(exchange, "echo")])
     yield producer.ready
     proxy.pause()  # the request goes out; its reply cannot come back on this connection
     call = producer.rpc_echo("still there?", _timeout=0.5, _max_retry=10)
-    yield tools.sleep(0.1)
+    yield tools.wait_for(lambda: answered, what="the server's answer")  # lost in the proxy
+    assert not call.called
     proxy.cut()
     result = yield tools.within(call, 10)
     assert result.value == "still there?"

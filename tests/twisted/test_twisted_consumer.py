@@ -233,18 +233,29 @@ def test_prefetch_constructor_keyword_bounds_the_handlers_in_flight(components, 
             return d
 
     exchange = names.exchange_class()
-    processor = components.processor(Held, eqk=[(exchange, [(names.queue(), "k")])],
+    queue = names.queue()
+    processor = components.processor(Held, eqk=[(exchange, [(queue, "k")])],
                                      prefetch_count=2)
     yield tools.within(processor.start(), FAST)
     for i in range(5):
         broker.publish(exchange.name, "k", command("work", i=i))
     yield tools.wait_for(lambda: len(processor.held) == 2, what="two deliveries")
-    yield tools.sleep(0.2)
+    # The broker's own accounting: three ready and two unacked, with a consumer on the queue;
+    # a third delivery would have moved one from ready to unacked.
+    counts = yield tools.wait_for(lambda: _counts_if(tools, queue, (3, 2, 1)),
+                                  timeout=15, what="3 ready, 2 unacked")
+    assert counts == (3, 2, 1)
     assert len(processor.held) == 2  # the broker holds the rest back
     for _ in range(5):
         yield tools.wait_for(lambda: processor.held, what="a delivery")
         assert len(processor.held) <= 2
         processor.held.pop(0).callback(None)
+
+
+def _counts_if(tools, queue, expected):
+    """``tools.queue_counts(queue)`` when they are ``expected``, else None."""
+    return tools.queue_counts(queue).addCallback(
+        lambda counts: counts if counts == expected else None)
 
 
 class Waiting(MessageProcessor):
@@ -306,7 +317,10 @@ def test_an_unfinished_handlers_message_is_redelivered_to_another_consumer(
         delivery.ack()
 
     yield tools.within(second.start(on_delivery), FAST)
-    yield tools.sleep(0.2)
+    # The broker holds the one message unacked for the first processor, with both consumers
+    # on the queue: it is not delivered to the second while that lasts.
+    yield tools.wait_for(lambda: tools.queue_counts(queue).addCallback(
+        lambda counts: counts == (0, 1, 2)), timeout=15, what="0 ready, 1 unacked, 2 consumers")
     assert seen == []  # the first processor still holds it
     yield tools.close_connections(first.fingerprint["name"])
     yield tools.wait_for(lambda: seen, what="the redelivery")

@@ -241,6 +241,11 @@ def test_rpc_handler_exception_is_logged_too(components, service, work_queue, lo
     assert failures[0]["log_failure"].check(ValueError)
 
 
+
+def _queue_is_empty(tools, queue):
+    """True once the broker holds no message of ``queue``, ready or unacked."""
+    return tools.queue_counts(queue).addCallback(lambda counts: counts[:2] == (0, 0))
+
 @pytest_twisted.inlineCallbacks
 def test_malformed_delivery_is_rejected_without_requeue_and_logged_once(
         components, broker, service, work_queue, log_events, tools):
@@ -248,7 +253,9 @@ def test_malformed_delivery_is_rejected_without_requeue_and_logged_once(
     publish_raw(broker, service, b"this is not json")
     yield tools.wait_for(lambda: log_events.matching("rejected a delivery"),
                          what="the rejection")
-    yield tools.sleep(0.3)  # a requeued delivery would come back (and be logged) by now
+    # Neither ready nor unacked: the message left the queue, so it cannot come back.
+    yield tools.wait_for(lambda: _queue_is_empty(tools, work_queue), timeout=15,
+                         what="an empty queue")
     assert len(log_events.matching("rejected a delivery")) == 1
     yield processor.stop()  # whatever was unacked would return to the queue now
     assert broker.message_count(work_queue) == 0
@@ -287,7 +294,9 @@ def test_processor_survives_bad_input_and_still_answers(components, broker, serv
     assert result.value == "pong"
     yield tools.wait_for(lambda: len(log_events.matching("rejected a delivery")) == 5,
                          what="five rejections")
-    yield tools.sleep(0.3)
+    # Neither ready nor unacked: every rejected message left the queue, none can come back.
+    yield tools.wait_for(lambda: _queue_is_empty(tools, work_queue), timeout=15,
+                         what="an empty queue")
     assert len(log_events.matching("rejected a delivery")) == 5  # each once: none came back
     assert len(log_events.failures()) == 1
     assert "content" not in processor.got
@@ -364,9 +373,12 @@ def test_remote_control_false_ignores_quit(components, service, work_queue, tool
     yield producer.message_quit()
     result = yield producer.rpc_ping(_timeout=FAST)  # the queue is FIFO: quit came first
     assert result.value == "pong"
-    yield tools.sleep(0.1)
-    assert not stopped.called
     assert not processor.quit_requested
+    # An obeyed quit would have stopped consuming before the first ping was handled: a ping
+    # sent only now is answered only by a processor that ignored it.
+    again = yield producer.rpc_ping(_timeout=FAST, _max_retry=0)
+    assert again.value == "pong"
+    assert not stopped.called
 
 
 @pytest_twisted.inlineCallbacks
@@ -396,7 +408,9 @@ def test_stop_waits_for_running_handlers_and_acks_them(components, broker, servi
     yield producer.message_slow()
     yield tools.wait_for(lambda: Slow.gate is not None, what="the handler")
     stopping = processor.stop()
-    yield tools.sleep(0.1)
+    # Stopping has begun (the broker no longer counts the consumer) and still waits for
+    # the handler: a stop that did not wait would have ended along with its consumer.
+    yield tools.wait_for(lambda: broker.consumer_count(work_queue) == 0, what="the cancel")
     assert not stopping.called
     Slow.gate.callback(None)
     yield tools.within(stopping, FAST)

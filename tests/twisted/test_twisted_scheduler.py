@@ -6,9 +6,10 @@ import time
 
 import pytest
 import pytest_twisted
+from twisted.internet import task
 
 from postage import ExitScheduler, MessageResult, MicroThread, RpcHandler
-from postage.twisted import MessageProcessor
+from postage.twisted import MessageProcessor, MicroScheduler
 
 FAST = 5
 
@@ -38,6 +39,16 @@ class Pinger(MessageProcessor):
     @RpcHandler("command", "ping")
     def ping(self, content, reply_func):
         reply_func(MessageResult("pong"))
+
+
+def pending_rounds(scheduler):
+    """The scheduler's rounds still due on the reactor (its LoopingCall's next call): none
+    means no microthread will be stepped again."""
+    from twisted.internet import reactor  # noqa: PLC0415
+
+    return [call for call in reactor.getDelayedCalls()
+            if isinstance(call.func, task.LoopingCall)
+            and getattr(call.func.f, "__self__", None) is scheduler]
 
 
 def consuming(broker, queue, tools):
@@ -73,29 +84,37 @@ def test_autoquit_with_no_thread_ends_at_once(components, tools):
     yield tools.within(scheduler.start(), FAST)
 
 
-@pytest_twisted.inlineCallbacks
-def test_without_autoquit_the_scheduler_outlives_its_threads(components, tools):
-    scheduler = components.scheduler()
+def test_without_autoquit_the_scheduler_outlives_its_threads():
+    clock = task.Clock()
+    scheduler = MicroScheduler(reactor=clock)
     scheduler.add_microthread(Counter(stop_after=2))
     ended = scheduler.start()
-    yield tools.wait_for(lambda: not scheduler.microthreads, what="the thread to leave")
-    yield tools.sleep(0.1)
+    clock.advance(0)
+    while scheduler.microthreads:
+        clock.advance(scheduler.interval)
+    clock.pump([scheduler.interval] * 100)  # a hundred rounds later, still running
     assert not ended.called
-    yield scheduler.stop()
+    scheduler.stop()
     assert ended.called
 
 
-@pytest_twisted.inlineCallbacks
-def test_exit_scheduler_ends_the_start_deferred(components, tools):
-    scheduler = components.scheduler()
+def test_exit_scheduler_ends_the_start_deferred():
+    clock = task.Clock()
+    scheduler = MicroScheduler(reactor=clock)
     forever, exiting = Counter(), Counter(exit_after=4)
     scheduler.add_microthread(forever)
     scheduler.add_microthread(exiting)
-    yield tools.within(scheduler.start(), FAST)
+    ended = scheduler.start()
+    for _ in range(100):
+        if ended.called:
+            break
+        clock.advance(scheduler.interval)
+    assert ended.called
     assert exiting.steps == 4
     assert forever.steps in (3, 4, 5)  # the current round ends
     steps = forever.steps
-    yield tools.sleep(0.1)
+    assert clock.getDelayedCalls() == []  # no round is scheduled any more
+    clock.pump([scheduler.interval] * 100)
     assert forever.steps == steps  # nothing runs after the end
 
 
@@ -197,12 +216,11 @@ def test_quit_to_one_processor_stops_every_thread_of_the_scheduler(components, n
     for queue in queues:
         yield consuming(broker, queue, tools)
     producer = components.producer(eks=[(exchange, "one")])
+    assert pending_rounds(scheduler) != []  # the ticker runs
     yield producer.message_quit()
     yield tools.within(ended, FAST)
     assert [p.consumer.connection.is_open for p in processors] == [False, False]
-    steps = ticker.steps
-    yield tools.sleep(0.05)
-    assert ticker.steps == steps
+    assert pending_rounds(scheduler) == []  # the ticker's thread gets no further round
 
 
 @pytest_twisted.inlineCallbacks
@@ -216,11 +234,11 @@ def test_start_errbacks_when_a_processor_cannot_start(components, names, tools):
     scheduler.add_microthread(processor)
     ticker = Counter()
     scheduler.add_microthread(ticker)
+    started = scheduler.start()
+    assert pending_rounds(scheduler) != []  # the ticker runs
     with pytest.raises(AuthenticationError):
-        yield tools.within(scheduler.start(), FAST)
-    steps = ticker.steps
-    yield tools.sleep(0.05)
-    assert ticker.steps == steps  # the other threads were stopped
+        yield tools.within(started, FAST)
+    assert pending_rounds(scheduler) == []  # the other threads were stopped
 
 
 @pytest_twisted.inlineCallbacks
@@ -233,8 +251,16 @@ def test_start_does_not_end_when_a_processor_reconnects(components, names, broke
     scheduler.add_microthread(processor)
     ended = scheduler.start()
     yield consuming(broker, queue, tools)
+    name = processor.fingerprint["name"]
+    (old,) = yield tools.wait_for(lambda: tools.connection_pids(name), timeout=10,
+                                  what="the first connection")
     proxy.cut()
-    yield tools.sleep(0.2)
-    yield consuming(broker, queue, tools)  # consuming again, on a new connection
+    # Only a new connection has another pid on the broker; the old one is gone.
+    pids = yield tools.wait_for(
+        lambda: tools.connection_pids(name).addCallback(
+            lambda found: found if found and old not in found else None),
+        timeout=15, what="a new connection")
+    assert old not in pids
+    yield consuming(broker, queue, tools)  # consuming again, on it
     assert not ended.called
 

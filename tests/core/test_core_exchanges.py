@@ -55,7 +55,9 @@ def test_subclass_does_not_change_its_parent_parameters():
 def test_parameters_are_valid_exchange_declare_keywords():
     pika_channel = pytest.importorskip("pika.channel")
     signature = inspect.signature(pika_channel.Channel.exchange_declare)
-    signature.bind(None, **MyExchange.parameters)  # raises TypeError on an unknown keyword
+    bound = signature.bind(None, **MyExchange.parameters)  # TypeError on an unknown keyword
+    assert bound.arguments["exchange"] == "my-custom-exchange"
+    assert bound.arguments["exchange_type"] == "topic"
 
 
 def test_exchange_name_of_a_class_is_its_name():

@@ -135,6 +135,8 @@ def test_every_message_handler_of_a_name_runs(components, service, work_queue, t
     yield producer.message_content(a=1)
     yield tools.wait_for(lambda: "content-too" in processor.got and "content" in processor.got,
                          what="both handlers")
+    assert processor.got["content"] == [{"parameters": {"a": 1}}]  # each ran once, with it
+    assert processor.got["content-too"] == [{"parameters": {"a": 1}}]
 
 
 @pytest_twisted.inlineCallbacks

@@ -81,7 +81,11 @@ def test_a_thread_that_stops_leaves_and_autoquit_ends_the_scheduler(components, 
 @pytest_twisted.inlineCallbacks
 def test_autoquit_with_no_thread_ends_at_once(components, tools):
     scheduler = components.scheduler(autoquit=True)
-    yield tools.within(scheduler.start(), FAST)
+    ended = scheduler.start()
+    assert ended.called  # at once: not a round later
+    result = yield ended
+    assert result is None
+    assert pending_rounds(scheduler) == []
 
 
 def test_without_autoquit_the_scheduler_outlives_its_threads():

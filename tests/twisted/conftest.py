@@ -366,6 +366,7 @@ class _Downstream(protocol.Protocol):
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        self.proxy.sent += data
         if self.upstream is not None:
             self.upstream.transport.write(data)
 
@@ -384,7 +385,8 @@ class Proxy(protocol.Factory):
     reaching the client (so confirms and replies stay pending); ``cut()`` drops every
     connection at once, as a network failure would; while ``refusing`` is true, new
     connections are dropped at once (a broker that stays unreachable). ``accepted`` and
-    ``refused`` count the connections it took and dropped: a test sees attempts happen."""
+    ``refused`` count the connections it took and dropped: a test sees attempts happen;
+    ``sent`` holds what clients wrote, so a test sees what went out, and what did not."""
 
     def __init__(self) -> None:
         self.pairs: list[_Downstream] = []
@@ -392,6 +394,7 @@ class Proxy(protocol.Factory):
         self.refusing = False
         self.accepted = 0  # connections the proxy accepted (attempts to reach the broker)
         self.refused = 0  # ... and dropped at once, while refusing
+        self.sent = bytearray()  # every byte a client sent through the proxy, in order
         self.port: int = 0
         self._listening: Any = None
 

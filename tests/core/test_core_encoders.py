@@ -135,3 +135,14 @@ def test_decode_error_says_the_body_is_not_json():
 def test_decode_of_deeply_nested_json_raises_message_format_error():
     with pytest.raises(MessageFormatError, match=r"^body is not valid JSON"):
         JsonEncoder().decode(b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000)
+
+
+def test_the_encoder_interface_asks_subclasses_for_both_directions():
+    class Half(Encoder):
+        pass
+
+    with pytest.raises(NotImplementedError):
+        Half().encode({})
+    with pytest.raises(NotImplementedError):
+        Half().decode("{}")
+    assert Half.content_type == "application/octet-stream"

@@ -131,3 +131,14 @@ def test_a_fingerprint_is_not_equal_to_its_tuple_or_dict():
 def test_repr_shows_every_field_in_order():
     assert repr(Fingerprint("n", "t", 1, "h", "u", "v")) == (
         "Fingerprint(name='n', type='t', pid=1, host='h', user='u', vhost='v')")
+
+
+@pytest.mark.parametrize("error", [KeyError("no passwd entry"), OSError("no login")])
+def test_user_is_none_when_the_os_cannot_say(monkeypatch, error):
+    """A container may have no passwd entry and no LOGNAME/USER: no user, no crash."""
+    def unknown():
+        raise error
+
+    monkeypatch.setattr(getpass, "getuser", unknown)
+    assert Fingerprint().user is None
+    assert Fingerprint(user="given").user == "given"

@@ -1,11 +1,13 @@
-"""The promises page (docs/reference/guarantees.rst) names its tests: each promise names at
-least one test, and every test it names exists (a renamed or deleted test fails here)."""
+"""The guarantees name their tests: each promise of docs/reference/guarantees.rst names at
+least one test, and every test it or the README names exists (a renamed or deleted test
+fails here)."""
 
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "reference" / "guarantees.rst").read_text(encoding="utf-8")
+README = (ROOT / "README.rst").read_text(encoding="utf-8")
 TEST_NAME = re.compile(r"``(test_[a-z0-9_]+)``")
 
 
@@ -30,4 +32,10 @@ def test_every_promise_names_a_test():
 def test_every_test_the_page_names_exists():
     named = set(TEST_NAME.findall(PAGE))
     assert len(named) >= 40
+    assert sorted(named - defined_tests()) == []
+
+
+def test_every_test_the_readme_names_exists():
+    named = set(TEST_NAME.findall(README))
+    assert len(named) >= 5  # the Guarantees section's figures name theirs
     assert sorted(named - defined_tests()) == []

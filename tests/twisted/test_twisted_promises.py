@@ -4,7 +4,8 @@
 vhost never retried, consuming stopping first on stop, the thread handlers run on,
 ``POSTAGE_DEBUG_MODE`` and passwords kept out of log events and reprs.
 
-Each test is named in README.rst beside the sentence it checks.
+Each test is named on docs/reference/guarantees.rst beside the promise it checks; the last
+one marks a known defect (xfail) found on the way.
 """
 
 from __future__ import annotations

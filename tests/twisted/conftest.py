@@ -36,7 +36,7 @@ from brokertools import (
     GUEST,
     Admin,
     Names,
-    leftovers,
+    assert_nothing_left,
     rabbitmqctl_argv,
     rabbitmqctl_sync,
 )
@@ -184,16 +184,9 @@ def vhost() -> Any:
     rabbitmqctl_sync("delete_vhost", name)
 
 
-# The uids of every Names made in this session: the end-of-session check looks at this run's
-# names only, so that another checkout running the same suite on the shared broker at the
-# same time (other engineers do) is not reported as ours.
-_SESSION_UIDS: set[str] = set()
-
-
 @pytest.fixture
 def names(request: Any, broker: Admin) -> Any:
     made = Names(PREFIX, request.node.name)
-    _SESSION_UIDS.add(made.uid)
     yield made
     made.delete(broker)
 
@@ -202,9 +195,7 @@ def names(request: Any, broker: Admin) -> Any:
 def nothing_left_behind() -> Any:
     """After the run, no queue or exchange named by these tests is left on the broker."""
     yield
-    left = [name for name in leftovers(PREFIX)
-            if any(f".{uid}." in name for uid in _SESSION_UIDS)]
-    assert not left, f"left on the broker: {left}"
+    assert_nothing_left(PREFIX)
 
 
 # ---- components, stopped at the end -----------------------------------------------------------

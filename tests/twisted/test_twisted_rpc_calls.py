@@ -86,7 +86,7 @@ def test_resend_sends_the_calls_again_now_without_using_an_attempt():
     clock = task.Clock()
     calls, send = RpcCalls(clock), Sender()
     d = calls.call("id-1", send, timeout=1, max_retry=0)
-    calls.resend(["id-1", "unknown-id"])  # an id not in flight is skipped
+    calls.resend(["unknown-id", "id-1"])  # an id not in flight is skipped, not a stop
     assert send.count == 2
     assert not d.called
     calls.reply("id-1", "the reply")

@@ -57,6 +57,10 @@ setup(
             "pytest-twisted>=1.14",
             "hypothesis>=6.100",
             "ruff>=0.5",
+            # scripts/test type-checks postage/ (pyproject [tool.mypy]); mypy-zope lets mypy
+            # see Twisted's zope interfaces
+            "mypy>=1.11,<2",
+            "mypy-zope>=1.0,<2",
             "opentelemetry-api>=1.25,<2",
             "opentelemetry-sdk>=1.25,<2",
             # scripts/test measures branch coverage; 7.10 added `patch = subprocess`.

@@ -24,7 +24,7 @@ def deferred(awaitable: Awaitable[Any]) -> defer.Deferred[Any]:
     if isinstance(awaitable, defer.Deferred):
         return awaitable
     if isfuture(awaitable):
-        return defer.Deferred.fromFuture(awaitable)  # type: ignore[arg-type]
+        return defer.Deferred.fromFuture(awaitable)
     if not isinstance(awaitable, Coroutine):
         awaitable = _as_coroutine(awaitable)
     return defer.Deferred.fromCoroutine(_drive(awaitable))

@@ -28,6 +28,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -204,12 +205,18 @@ def resource() -> Resource:
     return root
 
 
+class _QuietSite(Site):
+    """A Site without an access log line per request: a scraper polls every few seconds."""
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        pass
+
+
 def listen(port: int, host: str = "127.0.0.1", reactor: Any = None) -> Any:
     """Serve :func:`resource` at ``http://host:port/``; returns the listening port."""
     if reactor is None:
         from twisted.internet import reactor  # noqa: PLC0415
 
-    site = Site(resource())
-    site.noisy = False
-    site.log = lambda _request: None  # no access log line per scrape
-    return reactor.listenTCP(port, site, interface=host)
+    return reactor.listenTCP(port, _QuietSite(resource()), interface=host)

@@ -9,7 +9,7 @@ It starts them, and ends when one of them receives ``quit``.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
@@ -25,7 +25,17 @@ __all__ = ["MicroScheduler"]
 log = PostageLogger()
 
 
-def _is_processor(thread: Any) -> bool:
+class _Processor(Protocol):
+    """What the scheduler needs of a processor it runs beside its microthreads."""
+
+    def start(self) -> Any: ...
+
+    def when_stopped(self) -> defer.Deferred[Any]: ...
+
+    def stop(self) -> defer.Deferred[Any]: ...
+
+
+def _is_processor(thread: Any) -> TypeGuard[_Processor]:
     return callable(getattr(thread, "start", None)) and callable(
         getattr(thread, "when_stopped", None))
 
@@ -133,8 +143,8 @@ class MicroScheduler(PureMicroScheduler):
 
     def _end(self, outcome: Failure | None) -> defer.Deferred[None]:
         if self._ended is None:
-            self._ended = OneShot()
-            self._stop_threads().addBoth(self._finish, outcome)
+            ended = self._ended = OneShot()
+            self._stop_threads().addBoth(self._finish, outcome, ended)
         return self._ended.when()
 
     @defer.inlineCallbacks
@@ -147,7 +157,7 @@ class MicroScheduler(PureMicroScheduler):
         yield defer.DeferredList(
             [thread.stop() for thread in threads if _is_processor(thread)], consumeErrors=True)
 
-    def _finish(self, _: Any, outcome: Failure | None) -> None:
+    def _finish(self, _: Any, outcome: Failure | None, ended: OneShot) -> None:
         # start()'s Deferred first: whoever waited on stop() finds the scheduler ended
         done = self._done
         if done is not None and not done.called:
@@ -155,4 +165,4 @@ class MicroScheduler(PureMicroScheduler):
                 done.callback(None)
             else:
                 done.errback(outcome)
-        self._ended.fire(None)
+        ended.fire(None)

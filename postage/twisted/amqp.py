@@ -21,10 +21,11 @@ pika's ``TwistedProtocolConnection`` has sharp edges that this module files down
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
+from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
 from twisted.python.failure import Failure
 
 from postage.config import ConnectionSettings
@@ -70,11 +71,12 @@ def translate_error(error: BaseException, settings: ConnectionSettings) -> Broke
             "(POSTAGE_RMQ_USER / POSTAGE_RMQ_PASSWORD, POSTAGE_RMQ_URL or hup)"
         )
     text = str(error)
-    closed = isinstance(error, exceptions.ConnectionClosedByBroker)
-    if closed and error.reply_code == _ACCESS_REFUSED and "vhost" not in text:
+    closed_code = (
+        error.reply_code if isinstance(error, exceptions.ConnectionClosedByBroker) else None)
+    if closed_code == _ACCESS_REFUSED and "vhost" not in text:
         return translate_error(exceptions.AuthenticationError(text), settings)
     if isinstance(error, exceptions.ProbableAccessDeniedError) or (
-        closed and error.reply_code in (_NOT_ALLOWED, _ACCESS_REFUSED)
+        closed_code in (_NOT_ALLOWED, _ACCESS_REFUSED)
     ):
         return VirtualHostError(
             f"vhost {settings.vhost!r} does not exist or user {settings.user!r} may not use it "
@@ -109,6 +111,11 @@ def _protocol_class() -> type:
                 return self._idle_byte_intervals >= 2
 
         class _Protocol(TwistedProtocolConnection):
+            # pika's own attributes (mypy sees pika as untyped): the handshake's Deferred
+            # (None once fired) and the one that fires when an open connection closes
+            ready: defer.Deferred[Any] | None
+            closed: defer.Deferred[Any] | None
+
             def __init__(self, parameters: Any, custom_reactor: Any) -> None:
                 super().__init__(parameters, custom_reactor=custom_reactor)
                 self.amqp = self  # reached through ClientService's proxy of this protocol
@@ -223,7 +230,9 @@ class Gate(protocol.Protocol):
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.abortConnection()
+            # a TCP or TLS link (ClientService over our endpoints); Protocol types it only
+            # as ITransport, which has no abortConnection
+            cast(ITCPTransport, self.transport).abortConnection()
 
 
 def _when_ready(amqp: Any) -> defer.Deferred[Any]:
@@ -259,7 +268,8 @@ class BrokerEndpoint:
     def _endpoint(self, host: str, port: int, timeout: float) -> Any:
         from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS  # noqa: PLC0415
 
-        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=max(timeout, 0.1))
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self.reactor, host, port, timeout=max(timeout, 0.1))
         if self.settings.tls:
             if self._tls is None:
                 self._tls = TLSContext(self.settings)

@@ -30,7 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from postage.config import ConnectionSettings
 from postage.errors import BrokerConnectionError
@@ -166,8 +168,9 @@ class Session:
     """
 
     def __init__(self, settings: ConnectionSettings, reactor: Any, name: str | None,
-                 setup: Callable[[Connection], Any], lost: Callable[[Exception], Any],
-                 failed: Callable[[Exception], Any], *, endpoint: Any = None,
+                 setup: Callable[[Connection], Any],
+                 lost: Callable[[BrokerConnectionError], Any],
+                 failed: Callable[[BrokerConnectionError], Any], *, endpoint: Any = None,
                  policy: Callable[[int], float] | None = None) -> None:
         from twisted.application.internet import ClientService  # noqa: PLC0415
 
@@ -259,7 +262,7 @@ class Session:
         defer.maybeDeferred(self._setup, connection).addBoth(done)
         return result
 
-    def _on_lost(self, connection: Connection, error: Exception) -> None:
+    def _on_lost(self, connection: Connection, error: BrokerConnectionError) -> None:
         if connection is not self.connection:
             return
         self.connection = None
@@ -272,7 +275,8 @@ class Session:
         """A connection attempt failed (every host tried): permanent ends the session."""
         if self.closing:
             return
-        if is_permanent(error):
+        # (the permanent errors are all BrokerConnectionErrors: see postage.errors)
+        if isinstance(error, BrokerConnectionError) and is_permanent(error):
             if self._started:
                 log.error("giving up: {error}", error=error)
                 self.reactor.callLater(0, self._give_up, error)
@@ -280,7 +284,7 @@ class Session:
         if self._started:
             log.warn("reconnection failed: {error}", error=error)
 
-    def _give_up(self, error: BaseException) -> None:
+    def _give_up(self, error: BrokerConnectionError) -> None:
         if self.closing:
             return
         self.closing = True
@@ -314,6 +318,7 @@ class Session:
         yield self._stop_service()
 
 
+@implementer(IStreamClientEndpoint)
 class _Reporting:
     """The endpoint ``ClientService`` connects with, telling the session of every failed
     attempt as it happens (``ClientService`` itself only schedules the next one)."""
@@ -327,6 +332,9 @@ class _Reporting:
 
         def failed(failure: Failure) -> Failure:
             if not failure.check(defer.CancelledError):
+                # a Failure always holds its exception (Failure() without one raises
+                # NoCurrentExceptionError); Twisted types value as Optional regardless
+                assert failure.value is not None
                 self._on_failure(failure.value)
             return failure
 

@@ -20,7 +20,7 @@ from twisted.internet import defer
 from postage import config
 from postage.encoders import JsonEncoder
 from postage.errors import BrokerConnectionError
-from postage.exchanges import exchange_name
+from postage.exchanges import Exchange, exchange_name
 from postage.twisted.connection import Channel, Connection, Session
 from postage.twisted.delivery import Delivery
 from postage.twisted.logs import PostageLogger
@@ -128,7 +128,15 @@ class GenericConsumer:
             return  # the session reconnects, or we are stopping
         log.warn("the broker closed the consumer's channel ({reason}): opening a new one",
                  reason=reason)
-        self._recovery.start(lambda: self._on_connected(self.connection))
+        self._recovery.start(self._reconnected)
+
+    def _reconnected(self) -> defer.Deferred[Any]:
+        """Set up again on the current connection (a recovery's attempt)."""
+        connection = self.connection
+        # Recovery calls an attempt only while its alive() sees a connection, synchronously
+        # (and _declare_queue comes here before its first yield)
+        assert connection is not None
+        return self._on_connected(connection)
 
     def _on_cancelled(self, frame: Any) -> None:
         """The broker cancelled one of our consumers: its queue was deleted (or, for a
@@ -147,7 +155,7 @@ class GenericConsumer:
     def _declare_queue(self, queue: str) -> Any:
         channel = self.channel
         if channel is None or not channel.is_open:
-            yield self._on_connected(self.connection)
+            yield self._reconnected()
             return
         yield channel.queue_declare(queue, **self.topology.queues[queue])
         for exchange, bound, key in self.topology.bindings:
@@ -173,6 +181,8 @@ class GenericConsumer:
         if queue in self._consumers or on_delivery is None or not self._wanted:
             return
         channel = self.channel
+        if channel is None:
+            return  # the channel closed meanwhile: its recovery consumes every queue again
 
         def deliver(_impl: Any, method: Any, properties: Any, body: bytes) -> None:
             on_delivery(Delivery(channel, method, properties, body, queue))
@@ -181,7 +191,8 @@ class GenericConsumer:
         self._consumers[queue] = tag
 
     @defer.inlineCallbacks
-    def queue_bind(self, exchange: Any, queue: str | Mapping[str, Any], key: str) -> Any:
+    def queue_bind(self, exchange: type[Exchange] | str, queue: str | Mapping[str, Any],
+                   key: str) -> Any:
         """Bind ``queue`` to ``exchange`` with ``key`` now (declaring both as needed) and, on a
         running consumer, start consuming the queue if it is new.
 
@@ -189,7 +200,8 @@ class GenericConsumer:
         missing exchange, flags that differ from the queue's), that channel closes, the
         Deferred errbacks, nothing is recorded, and the consumer goes on consuming."""
         name, flags = parse_queue(queue)
-        if self.channel is None:
+        # (a consumer with a channel has its connection: the second test narrows only)
+        if self.channel is None or self.connection is None:
             self.topology.add_binding(exchange, queue, key)
             return  # declared with the rest at start()
         bound_to = exchange_name(exchange)
@@ -211,7 +223,7 @@ class GenericConsumer:
     def queue_unbind(self, exchange: Any, queue: str, key: str) -> Any:
         """Remove a binding (the queue stays, and stays consumed)."""
         bound_to, _, _ = self.topology.remove_binding(exchange, queue, key)
-        if self.channel is not None and bound_to:
+        if self.channel is not None and self.connection is not None and bound_to:
             channel = yield self.connection.channel()  # a refusal closes this one only
             try:
                 yield channel.queue_unbind(queue, bound_to, routing_key=key)

@@ -24,7 +24,7 @@ from pika import exceptions
 from twisted.internet import defer
 
 from postage.errors import PublishError
-from postage.exchanges import exchange_name
+from postage.exchanges import Exchange, exchange_name
 from postage.twisted.confirms import ConfirmWindow, Publish
 from postage.twisted.connection import Channel, Connection
 from postage.twisted.logs import PostageLogger
@@ -101,6 +101,9 @@ class Publisher:
     @defer.inlineCallbacks
     def _open_channel(self) -> Any:
         connection = self.connection
+        # open() sets it just before, and Recovery calls _open only while its alive() sees
+        # it; both synchronously, before this first line of the generator
+        assert connection is not None
         channel = yield connection.channel()
         channel.twisted.on_closed.addCallback(self._on_channel_closed, channel)
         channel.impl.add_on_return_callback(self._on_return)
@@ -146,10 +149,11 @@ class Publisher:
 
     # ---- declaring and publishing ------------------------------------------------------
 
-    def declare(self, exchange: Any, channel: Channel | None = None) -> defer.Deferred[Any]:
+    def declare(self, exchange: type[Exchange] | str, channel: Channel | None = None
+                ) -> defer.Deferred[Any]:
         """Declare an ``Exchange`` class once per connection (a name is never declared)."""
-        name = exchange_name(exchange)
-        if name in self.declared or not isinstance(exchange, type):
+        name = exchange_name(exchange)  # (a TypeError for anything but those two)
+        if name in self.declared or isinstance(exchange, str):
             return defer.succeed(None)
         channel = channel or self.channel
         if channel is None:
@@ -167,13 +171,13 @@ class Publisher:
         self.window.hold(_Marker(d))
         return d
 
-    def publish(self, exchange: Any, key: str, body: str | bytes, properties: Any,
+    def publish(self, exchange: type[Exchange] | str, key: str, body: str | bytes, properties: Any,
                 mandatory: bool = False, traceparent: bytes | None = None
                 ) -> defer.Deferred[None]:
         """Publish; fires when the broker confirmed it (at once without confirms).
         ``exchange`` is a name or an ``Exchange`` class, declared first if need be."""
         if isinstance(exchange, type):
-            name = exchange.name
+            name = exchange_name(exchange)
             if name not in self.declared:
                 return self.declare(exchange).addCallback(
                     lambda _: self.publish(name, key, body, properties, mandatory,

@@ -31,8 +31,8 @@ from pika.exceptions import AMQPConnectionError, ChannelClosed
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
 
-from postage.errors import PostageError
-from postage.exchanges import exchange_name
+from postage.errors import BrokerConnectionError, PostageError
+from postage.exchanges import Exchange, exchange_name
 from postage.messages import Message, MessageResultException, decode_envelope, message_from_body
 from postage.twisted.confirms import refused_exchange
 from postage.twisted.connection import Channel, Connection
@@ -113,6 +113,9 @@ class RpcClient:
     @defer.inlineCallbacks
     def _open_channel(self) -> Any:
         connection = self.connection
+        # open() sets it just before, and Recovery calls _open only while its alive() sees
+        # it; both synchronously, before this first line of the generator
+        assert connection is not None
         channel = yield connection.channel()
         channel.twisted.on_closed.addCallback(self._on_channel_closed, channel)
         channel.impl.add_on_return_callback(self._on_return)
@@ -189,28 +192,29 @@ class RpcClient:
             self.flush()
         return result
 
-    def _may_send(self, exchange: Any, correlation_id: str) -> bool:
+    def _may_send(self, exchange: type[Exchange] | str, correlation_id: str) -> bool:
         return (self.channel is not None and not self.publisher.window.blocked
                 and (correlation_id in self._out or len(self._out) < self.max_in_flight)
                 and (not isinstance(exchange, type)
-                     or exchange.name in self.publisher.declared))
+                     or exchange_name(exchange) in self.publisher.declared))
 
-    def _send_direct(self, exchange: Any, key: str, payload: str | bytes, properties: Any,
-                     correlation_id: str) -> None:
+    def _send_direct(self, exchange: type[Exchange] | str, key: str, payload: str | bytes,
+                     properties: Any, correlation_id: str) -> None:
         """Send one attempt now, or once it may go (one waiting copy is enough)."""
-        if not self._may_send(exchange, correlation_id):
+        channel = self.channel
+        if channel is None or not self._may_send(exchange, correlation_id):
             if correlation_id not in self._waiting:
                 self._waiting[correlation_id] = lambda: self._send_direct(
                     exchange, key, payload, properties, correlation_id)
-                if (self.channel is not None and isinstance(exchange, type)
-                        and exchange.name not in self.publisher.declared):
+                if (channel is not None and isinstance(exchange, type)
+                        and exchange_name(exchange) not in self.publisher.declared):
                     self.publisher.declare(exchange).addCallbacks(
                         lambda _: self.flush(), self._request_failed,
                         errbackArgs=(correlation_id,))
             return
         name = exchange_name(exchange)
         try:
-            self.channel.frames.publish(name, key, payload, properties, True)
+            channel.frames.publish(name, key, payload, properties, True)
         except Exception as exc:  # noqa: BLE001 - ends this call only, as a result
             self.calls.fail(correlation_id, type(exc).__name__, f"cannot publish: {exc}")
             return
@@ -254,7 +258,10 @@ class RpcClient:
         ``within`` seconds for the producer's channel."""
         publisher = self.publisher
         yield publisher.when_open().addTimeout(within, self.clock)
-        frame = yield publisher.channel.queue_declare("", exclusive=True, auto_delete=True)
+        channel = publisher.channel
+        if channel is None:  # when_open fires on the opening; lost since then
+            raise BrokerConnectionError("the producer's channel closed")
+        frame = yield channel.queue_declare("", exclusive=True, auto_delete=True)
         return frame.method.queue
 
     def _call_exclusive(self, exchange: Any, key: str, payload: str | bytes, timeout: float,
@@ -265,6 +272,8 @@ class RpcClient:
             try:
                 queue = yield self._reply_queue(timeout * (max_retry + 1))
                 channel = self.publisher.channel
+                if channel is None:  # lost while the reply queue was declared
+                    raise BrokerConnectionError("the producer's channel closed")
                 tag = yield channel.consume(queue, self._on_reply, auto_ack=True, exclusive=True)
             except Exception as exc:  # noqa: BLE001 - RPC ends as a result, never an errback
                 return MessageResultException(*_why(exc, self.calls))
@@ -316,7 +325,10 @@ class RpcClient:
         done.addTimeout(timeout, self.clock, onTimeoutCancel=lambda *_: None)
         try:
             yield self.publisher.when_open().addTimeout(timeout, self.clock)
-            channel = yield self.connection.channel()
+            connection = self.connection
+            if connection is None:  # lost since when_open fired
+                raise BrokerConnectionError("the connection to the broker was lost")
+            channel = yield connection.channel()
         except Exception as exc:  # noqa: BLE001 - RPC ends as a result, never an errback
             return [MessageResultException(*_why(exc, self.calls))]
 

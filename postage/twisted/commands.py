@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 
 from postage.errors import BrokerConnectionError, PostageError, UnroutableError
+
+if TYPE_CHECKING:  # (imported where used: they bring in the reactor side)
+    from postage.twisted.service import PostageService
+    from postage.twisted.workers import WorkersService
 
 __all__ = ["EXIT_BROKER", "EXIT_RESULT_ERROR", "EXIT_USAGE", "call", "run"]
 
@@ -88,6 +92,7 @@ def run(processor: str, arguments: list[str]) -> int:
     from postage.twisted.service import Options, makeService  # noqa: PLC0415
 
     options = Options()
+    service: WorkersService | PostageService
     try:
         options.parseOptions(["--processor", processor, *arguments])
         if options["workers"] < 1:

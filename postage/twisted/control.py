@@ -133,6 +133,7 @@ class ControlResponder:
             return
         if message["category"] != "rpc":
             return
+        result: MessageResult | MessageResultError
         if message["name"] == fleet.DESCRIBE:
             try:
                 result = MessageResult(self.describe())

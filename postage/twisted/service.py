@@ -133,7 +133,10 @@ class PostageService(service.Service):
 
         from postage.twisted import metrics  # noqa: PLC0415
 
-        host, port = self.metrics_address
+        address = self.metrics_address
+        if address is None:  # (scheduled only when set)
+            return
+        host, port = address
         try:
             self._metrics_port = metrics.listen(port, host, self.reactor)
         except CannotListenError as exc:

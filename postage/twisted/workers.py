@@ -117,11 +117,11 @@ class WorkersService(service.Service):
                 *worker_arguments(self.arguments, index)]
         env = {**os.environ, "POSTAGE_WORKER": str(index),
                "POSTAGE_SUPERVISOR": str(os.getpid())}
-        self.reactor.spawnProcess(worker, sys.executable, argv, env=env,
-                                  childFDs={0: "w", 1: 1, 2: 2})
+        process = self.reactor.spawnProcess(worker, sys.executable, argv, env=env,
+                                            childFDs={0: "w", 1: 1, 2: 2})
         worker.started_at = self.reactor.seconds()
         self.workers[index] = worker
-        log.info("worker {index} started (pid {pid})", index=index, pid=worker.transport.pid)
+        log.info("worker {index} started (pid {pid})", index=index, pid=process.pid)
 
     def _ended(self, worker: _Worker, status: Any) -> None:
         index = worker.index
@@ -171,7 +171,10 @@ class WorkersService(service.Service):
     def _signal(worker: _Worker, sig: int) -> None:
         from twisted.internet.error import ProcessExitedAlready  # noqa: PLC0415
 
+        transport = worker.transport  # set by spawnProcess, kept after the process ended
+        if transport is None:
+            return  # no process was ever started for it: nothing to signal
         try:
-            worker.transport.signalProcess(sig)
+            transport.signalProcess(sig)
         except ProcessExitedAlready:
             pass

@@ -336,7 +336,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                     handler=spec.attr, type=message["type"], name=message["name"],
                     trace_id=None if context is None else context.trace_id)
         if reply is not None:
-            reply(MessageResultException(failure.type.__name__, str(failure.value)))
+            reply(MessageResultException(type(failure.value).__name__, str(failure.value)))
         return _FAILED
 
     def _finished(self, result: Any, delivery: Delivery, message: dict[str, Any],

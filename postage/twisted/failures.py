@@ -1,0 +1,212 @@
+"""What a processor does when handlers fail: retry through delay queues, park in the dead queue.
+
+:class:`FailurePolicy` is the processor's collaborator for its failure policy. The processor
+tells it which handlers of a delivery failed (:class:`Failed`); it picks the policy (the
+first failed handler's own ``retry``, else the processor's), asks the pure core
+(:mod:`postage.retry`) where the delivery goes, has :class:`~postage.twisted.retries.
+Redeliverer` publish it there, and acks the original only once that publish is confirmed.
+Without any policy it does what 3.0.3 did: the error was logged, the delivery is acked.
+
+It also counts (``counters["retried"]``, ``["dead"]``, ...: plain integers that the metrics
+can read) and watches the consumer's channels, so that when the broker closes one for a
+delivery-ack timeout (406 PRECONDITION_FAILED) the log says which handlers were too slow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from postage.handlers import HandlerSpec
+from postage.retry import RetryPolicy, decide_malformed, describe_error, failed_handlers
+from postage.twisted.logs import PostageLogger
+from postage.twisted.retries import Redeliverer, side_queues
+
+__all__ = ["Failed", "FailurePolicy", "HandlerTimeout"]
+
+log = PostageLogger()
+
+_PRECONDITION_FAILED = 406
+
+
+class HandlerTimeout(Exception):
+    """A handler ran longer than the processor's ``handler_timeout``."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One handler of a delivery that raised (or timed out)."""
+
+    spec: HandlerSpec
+    failure: Failure
+
+
+@dataclass
+class Delivery:
+    """The parts of one delivery the failure path needs."""
+
+    channel: Any
+    method: Any
+    properties: Any
+    body: bytes
+    queue: str
+
+
+class FailurePolicy:
+    """See the module docstring. ``ack(channel, tag)`` and ``requeue(channel, tag)`` are the
+    consumer's; ``make_producer()`` builds the confirming producer when a policy exists."""
+
+    def __init__(self, default: RetryPolicy | None, handler_policies: list[RetryPolicy],
+                 reactor: Any, ack: Callable[[Any, int], Any],
+                 requeue: Callable[[Any, int], Any]) -> None:
+        self.default = default
+        self.policies = list(dict.fromkeys(
+            [*([default] if default is not None else []), *handler_policies]))
+        self.reactor = reactor
+        self._ack = ack
+        self._requeue = requeue
+        self.redeliverer: Redeliverer | None = None
+        # re-published and confirmed: to a delay queue, to the dead queue; handlers cancelled
+        self.counters = {"retried": 0, "dead": 0, "timed_out": 0}
+        self._watched: set[int] = set()
+        self.running: dict[int, tuple[Any, str, str, float]] = {}  # token -> what runs
+
+    @property
+    def active(self) -> bool:
+        """True when some policy exists: failed deliveries are re-published."""
+        return bool(self.policies)
+
+    def side_queues(self, queues: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        return side_queues(queues, self.policies)
+
+    def start(self, producer: Any) -> defer.Deferred[Any]:
+        self.redeliverer = Redeliverer(producer)
+        return producer.ready
+
+    def close(self) -> defer.Deferred[Any]:
+        if self.redeliverer is None:
+            return defer.succeed(None)
+        return self.redeliverer.close()
+
+    # ---- which handlers run -------------------------------------------------------------
+
+    @staticmethod
+    def select(specs: list[HandlerSpec], properties: Any) -> list[HandlerSpec]:
+        """A retried delivery runs only the handlers that failed (those that succeeded do
+        not run twice), when they still exist; otherwise all of them."""
+        names = failed_handlers(properties.headers) if properties.headers else None
+        if not names:
+            return specs
+        chosen = [spec for spec in specs if spec.attr in names]
+        return chosen or specs
+
+    # ---- outcome of a delivery -----------------------------------------------------------
+
+    def settle(self, delivery: Delivery, message: Mapping[str, Any], failed: list[Failed]
+               ) -> defer.Deferred[None] | None:
+        """Ack a delivery whose handlers all finished; for failed ones, re-publish first when
+        a policy applies. Returns a Deferred while a re-publish is unconfirmed."""
+        if not failed:
+            self._ack(delivery.channel, delivery.method.delivery_tag)
+            return None
+        policy = next((f.spec.retry for f in failed if f.spec.retry is not None), self.default)
+        if policy is None or self.redeliverer is None:
+            self._ack(delivery.channel, delivery.method.delivery_tag)  # 3.0.3: logged, acked
+            return None
+        if not delivery.channel.is_open:
+            return None  # the broker delivers it again: re-publishing now would duplicate it
+        error = describe_error(failed[0].failure.value)
+        decision = policy.decide(delivery.queue, delivery.properties.headers, error,
+                                 [f.spec.attr for f in failed])
+        if decision.action == "retry":
+            log.info("{type}/{name} failed (attempt {attempt} of {attempts}: {error}); "
+                     "retrying in {delay}s", type=message["type"], name=message["name"],
+                     attempt=decision.attempt, attempts=policy.attempts, error=error,
+                     delay=decision.delay)
+        else:
+            log.warn("{type}/{name} failed {attempt} times ({error}): parked in {queue!r}",
+                     type=message["type"], name=message["name"], attempt=decision.attempt,
+                     error=error, queue=decision.queue)
+        return self._republish(delivery, decision, policy.delay)
+
+    def malformed(self, delivery: Delivery, reason: str) -> bool:
+        """With a policy, a malformed delivery goes to the dead queue with the reason; False
+        when there is none (the processor then rejects it, as without a policy)."""
+        if self.redeliverer is None or not self.policies:
+            return False
+        if not delivery.channel.is_open:
+            return True
+        decision = decide_malformed(delivery.queue, delivery.properties.headers, reason)
+        self._republish(delivery, decision, self.policies[0].delay)
+        return True
+
+    def _republish(self, delivery: Delivery, decision: Any, backoff: float
+                   ) -> defer.Deferred[None]:
+        assert self.redeliverer is not None
+        tag = delivery.method.delivery_tag
+        counter = "retried" if decision.action == "retry" else "dead"
+
+        def confirmed(_: Any) -> None:
+            self.counters[counter] += 1
+            self._ack(delivery.channel, tag)
+
+        def refused(failure: Failure) -> None:
+            # not confirmed (the delay or dead queue was deleted, the broker nacked it):
+            # the original stays ours, unacked; hand it back to the broker a little later
+            # rather than at once, so a queue that stays missing is not a hot loop
+            log.error("could not move a failed delivery to {queue!r} ({error}): it goes back "
+                      "to {origin!r} in {delay}s", queue=decision.queue, error=failure.value,
+                      origin=delivery.queue, delay=backoff)
+            self.reactor.callLater(backoff, self._requeue, delivery.channel, tag)
+
+        d = self.redeliverer.publish(decision, delivery.body, delivery.properties)
+        return d.addCallbacks(confirmed, refused)
+
+    # ---- slow handlers -------------------------------------------------------------------
+
+    def with_timeout(self, d: defer.Deferred[Any], timeout: float | None, spec: HandlerSpec,
+                     message: Mapping[str, Any]) -> defer.Deferred[Any]:
+        """Cancel ``d`` after ``timeout`` seconds and fail it with :class:`HandlerTimeout`,
+        logged with the handler's (type, name). A Deferred from a thread cannot stop its
+        thread: the delivery fails, and what the thread returns later is ignored."""
+        if timeout is None:
+            return d
+        what = (message["type"], message["name"])
+
+        def timed_out(failure: Failure) -> Failure:
+            if failure.check(defer.TimeoutError):
+                self.counters["timed_out"] += 1
+                log.error("handler {handler} of ({type}, {name}) ran longer than {timeout}s: "
+                          "cancelled, counted as failed", handler=spec.attr, type=what[0],
+                          name=what[1], timeout=timeout)
+                return Failure(HandlerTimeout(f"handler {spec.attr} of {what} ran longer "
+                                              f"than {timeout}s"))
+            return failure
+
+        return d.addTimeout(timeout, self.reactor).addErrback(timed_out)
+
+    def began(self, token: int, channel: Any, message: Mapping[str, Any]) -> None:
+        """A delivery's handlers started on ``channel`` (for the slow-handler report)."""
+        self.running[token] = (channel, message["type"], message["name"], self.reactor.seconds())
+        if id(channel) not in self._watched:
+            self._watched.add(id(channel))
+            channel.add_on_close_callback(self._on_channel_closed)
+
+    def ended(self, token: int) -> None:
+        self.running.pop(token, None)
+
+    def _on_channel_closed(self, channel: Any, reason: Any) -> None:
+        self._watched.discard(id(channel))
+        if getattr(reason, "reply_code", None) != _PRECONDITION_FAILED:
+            return
+        now = self.reactor.seconds()
+        slow = sorted(((now - started, kind, name) for ch, kind, name, started
+                       in self.running.values() if ch is channel), reverse=True)
+        text = ", ".join(f"({kind}, {name}) running for {age:.1f}s" for age, kind, name in slow)
+        log.error("the broker closed the consumer's channel: {reason}; handlers still running "
+                  "on it: {slow} (their deliveries come again; the channel is reopened)",
+                  reason=reason, slow=text or "none")

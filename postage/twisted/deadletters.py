@@ -67,9 +67,13 @@ class DeadMessage:
         except PostageError:
             envelope = {}
             shown = body.decode("utf-8", "replace")
+        reason = headers.get(DEAD_REASON_HEADER)
+        if reason is None and "x-first-death-reason" in headers:
+            # dead-lettered by the broker itself (a quorum queue's delivery-limit, a TTL)
+            reason = f"broker: {headers['x-first-death-reason']}"
         return cls(position, envelope.get("category"), envelope.get("type"),
-                   envelope.get("name"), failed_attempts(headers),
-                   str(headers.get(DEAD_REASON_HEADER, "")), str(headers.get(ERROR_HEADER, "")),
+                   envelope.get("name"), failed_attempts(headers), str(reason or ""),
+                   str(headers.get(ERROR_HEADER, "")),
                    [str(e) for e in headers.get(ERRORS_HEADER) or []],
                    headers.get(DEAD_AT_HEADER), properties.message_id, len(body), headers,
                    shown)
@@ -178,7 +182,7 @@ def format_table(queue: str, messages: list[DeadMessage]) -> str:
     lines = [f"{dead_queue(queue)}: {len(messages)} dead message"
              f"{'s' if len(messages) != 1 else ''} (nothing removed)"]
     columns = (("#", 3), ("type/name", 24), ("attempts", 8), ("dead since", 20),
-               ("reason", 26), ("last error", 40))
+               ("reason", 26), ("last error", 60))
     lines.append("  ".join(title.ljust(width) for title, width in columns).rstrip())
     for message in messages:
         what = f"{message.type}/{message.name}" if message.type is not None else "(malformed)"

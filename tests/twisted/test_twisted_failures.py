@@ -293,3 +293,55 @@ def test_a_channel_closed_with_406_is_reopened_and_names_the_slow_handler(
     assert "PRECONDITION_FAILED" in str(event.get("reason")) or "406" in str(event["reason"])
     processor.held[0].callback(None)  # its ack goes nowhere: that channel is gone
     yield settled(broker, tools, queue)
+
+
+# ---- plain data, no broker -------------------------------------------------------------------
+
+
+def test_side_queues_of_every_queue_under_every_policy():
+    from postage.twisted.retries import side_queues as computed  # noqa: PLC0415
+
+    queues = {"a": {}, "b": QUORUM}
+    out = computed(queues, [RetryPolicy(attempts=3, delay=1), RetryPolicy(attempts=2, delay=1)])
+    assert list(out) == ["a.retry.1000", "a.retry.2000", "a.dead",
+                         "b.retry.1000", "b.retry.2000", "b.dead"]
+    assert out["b.dead"]["arguments"] == {"x-queue-type": "quorum"}
+    assert out["a.retry.2000"]["arguments"]["x-dead-letter-routing-key"] == "a"
+    assert computed(queues, []) == {}
+
+
+def test_republished_properties_drop_the_ttl_and_a_foreign_user_id():
+    from pika import BasicProperties  # noqa: PLC0415
+
+    from postage.twisted.retries import republish_properties  # noqa: PLC0415
+
+    original = BasicProperties(content_type="application/json", expiration="5000",
+                               user_id="someone", headers={"old": 1}, message_id="m1")
+    out = republish_properties(original, {"new": 2}, user="guest", dead=True, now=0)
+    assert (out.expiration, out.user_id, out.delivery_mode, out.message_id) == (
+        None, None, 2, "m1")
+    assert out.headers == {"new": 2, "x-postage-original-user-id": "someone",
+                           "x-postage-dead-at": "1970-01-01T00:00:00Z"}
+    assert original.headers == {"old": 1} and original.expiration == "5000"
+    assert republish_properties(original, {}, user="someone").user_id == "someone"
+
+
+def test_dead_list_table_and_a_message_the_broker_dead_lettered():
+    from pika import BasicProperties  # noqa: PLC0415
+
+    from postage.twisted.deadletters import DeadMessage, format_table  # noqa: PLC0415
+
+    body = json.dumps({"type": "command", "name": "charge", "category": "message",
+                       "version": 2, "fingerprint": {}, "content": {}, "_reserved": {}})
+    ours = RetryPolicy(attempts=1).decide("q", None, "ValueError: no").headers
+    first = DeadMessage.from_delivery(1, BasicProperties(headers=ours), body.encode())
+    second = DeadMessage.from_delivery(2, BasicProperties(headers={
+        "x-first-death-reason": b"delivery_limit"}), b"\xff not json")
+    assert (first.type, first.name, first.attempts, first.error) == (
+        "command", "charge", 1, "ValueError: no")
+    assert second.reason == "broker: delivery_limit" and second.type is None
+    table = format_table("q", [first, second]).splitlines()
+    assert table[0] == "q.dead: 2 dead messages (nothing removed)"
+    assert table[2].split()[:3] == ["1", "command/charge", "1"]
+    assert table[3].split()[:2] == ["2", "(malformed)"]
+    assert format_table("q", []) == "q.dead: no dead messages\n"

@@ -21,6 +21,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from postage.errors import UnroutableError
 from postage.handlers import HandlerSpec
 from postage.retry import RetryPolicy, decide_malformed, describe_error, failed_handlers
 from postage.twisted.logs import PostageLogger
@@ -70,6 +71,8 @@ class FailurePolicy:
         self._ack = ack
         self._requeue = requeue
         self.redeliverer: Redeliverer | None = None
+        # the processor's consumed queues (name -> flags), to declare their side queues again
+        self.queues: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
         # re-published and confirmed: to a delay queue, to the dead queue; handlers cancelled
         self.counters = {"retried": 0, "dead": 0, "timed_out": 0}
         self._watched: set[int] = set()
@@ -161,6 +164,11 @@ class FailurePolicy:
             log.error("could not move a failed delivery to {queue!r} ({error}): it goes back "
                       "to {origin!r} in {delay}s", queue=decision.queue, error=failure.value,
                       origin=delivery.queue, delay=backoff)
+            if failure.check(UnroutableError) and self.redeliverer is not None:
+                # someone deleted a delay or dead queue: declare them again for next time
+                self.redeliverer.declare(self.side_queues(self.queues())).addErrback(
+                    lambda f: log.error("cannot declare the delay and dead queues again: "
+                                        "{error}", error=f.value))
             self.reactor.callLater(backoff, self._requeue, delivery.channel, tag)
 
         d = self.redeliverer.publish(decision, delivery.body, delivery.properties)

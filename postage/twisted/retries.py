@@ -90,5 +90,17 @@ class Redeliverer:
                                    dead=decision.action == "dead")
         return publish_raw(self.producer, decision.queue, body, out)
 
+    @defer.inlineCallbacks
+    def declare(self, queues: Mapping[str, Mapping[str, Any]]) -> Any:
+        """Declare ``queues`` (name -> flags) again, on a channel of their own: a delay or
+        dead queue someone deleted while the processor ran."""
+        yield self.producer.ready
+        channel = yield self.producer.connection.channel()
+        try:
+            for queue, flags in queues.items():
+                yield channel.queue_declare(queue, **flags)
+        finally:
+            yield channel.close()
+
     def close(self) -> defer.Deferred[Any]:
         return self.producer.close()

@@ -112,6 +112,22 @@ def test_always_failing_lands_in_the_dead_queue_with_its_history(
     assert processor.counters["dead"] == 1 and processor.counters["retried"] == 2
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_deleted_delay_queue_is_declared_again_and_nothing_is_lost(
+        components, names, broker, tools, log_events):
+    policy = RetryPolicy(attempts=3, delay=0.2)
+    processor, queue = yield start(components, names, Flaky, retry=policy)
+    broker.delete_queue(f"{queue}.retry.200")  # an operator's mistake
+    send(broker, queue, "flaky", fail=1000)
+    dead = dead_queue(queue)
+    yield tools.wait_for(lambda: broker.message_count(dead) == 1, timeout=20, what="dead")
+    # the first failure could not be moved (unroutable): the message went back to its queue,
+    # the delay queue was declared again, and then the three attempts ran
+    assert len(processor.runs) == 4
+    assert log_events.matching(f"could not move a failed delivery to '{queue}.retry.200'")
+    yield settled(broker, tools, queue, *policy.delay_queues(queue))
+
+
 class TwoHandlers(MessageProcessor):
     """Two handlers of one message: ``steady`` always succeeds, ``shaky`` fails once."""
 

@@ -46,30 +46,17 @@ class Failed:
     failure: Failure
 
 
-@dataclass
-class Delivery:
-    """The parts of one delivery the failure path needs."""
-
-    channel: Any
-    method: Any
-    properties: Any
-    body: bytes
-    queue: str
-
-
 class FailurePolicy:
-    """See the module docstring. ``ack(channel, tag)`` and ``requeue(channel, tag)`` are the
-    consumer's; ``make_producer()`` builds the confirming producer when a policy exists."""
+    """See the module docstring. A delivery here has ``ack()``, ``reject(requeue)``,
+    ``current`` (its channel is open), ``tag``, ``queue``, ``properties``, ``body`` and
+    ``channel``."""
 
     def __init__(self, default: RetryPolicy | None, handler_policies: list[RetryPolicy],
-                 reactor: Any, ack: Callable[[Any, int], Any],
-                 requeue: Callable[[Any, int], Any]) -> None:
+                 reactor: Any) -> None:
         self.default = default
         self.policies = list(dict.fromkeys(
             [*([default] if default is not None else []), *handler_policies]))
         self.reactor = reactor
-        self._ack = ack
-        self._requeue = requeue
         self.redeliverer: Redeliverer | None = None
         # the processor's consumed queues (name -> flags), to declare their side queues again
         self.queues: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
@@ -109,18 +96,18 @@ class FailurePolicy:
 
     # ---- outcome of a delivery -----------------------------------------------------------
 
-    def settle(self, delivery: Delivery, message: Mapping[str, Any], failed: list[Failed]
+    def settle(self, delivery: Any, message: Mapping[str, Any], failed: list[Failed]
                ) -> defer.Deferred[None] | None:
         """Ack a delivery whose handlers all finished; for failed ones, re-publish first when
         a policy applies. Returns a Deferred while a re-publish is unconfirmed."""
         if not failed:
-            self._ack(delivery.channel, delivery.method.delivery_tag)
+            delivery.ack()
             return None
         policy = next((f.spec.retry for f in failed if f.spec.retry is not None), self.default)
         if policy is None or self.redeliverer is None:
-            self._ack(delivery.channel, delivery.method.delivery_tag)  # 3.0.3: logged, acked
+            delivery.ack()  # 3.0.3: logged, acked
             return None
-        if not delivery.channel.is_open:
+        if not delivery.current:
             return None  # the broker delivers it again: re-publishing now would duplicate it
         error = describe_error(failed[0].failure.value)
         decision = policy.decide(delivery.queue, delivery.properties.headers, error,
@@ -136,26 +123,25 @@ class FailurePolicy:
                      error=error, queue=decision.queue)
         return self._republish(delivery, decision, policy.delay)
 
-    def malformed(self, delivery: Delivery, reason: str) -> bool:
+    def malformed(self, delivery: Any, reason: str) -> bool:
         """With a policy, a malformed delivery goes to the dead queue with the reason; False
         when there is none (the processor then rejects it, as without a policy)."""
         if self.redeliverer is None or not self.policies:
             return False
-        if not delivery.channel.is_open:
+        if not delivery.current:
             return True
         decision = decide_malformed(delivery.queue, delivery.properties.headers, reason)
         self._republish(delivery, decision, self.policies[0].delay)
         return True
 
-    def _republish(self, delivery: Delivery, decision: Any, backoff: float
+    def _republish(self, delivery: Any, decision: Any, backoff: float
                    ) -> defer.Deferred[None]:
         assert self.redeliverer is not None
-        tag = delivery.method.delivery_tag
         counter = "retried" if decision.action == "retry" else "dead"
 
         def confirmed(_: Any) -> None:
             self.counters[counter] += 1
-            self._ack(delivery.channel, tag)
+            delivery.ack()
 
         def refused(failure: Failure) -> None:
             # not confirmed (the delay or dead queue was deleted, the broker nacked it):
@@ -169,7 +155,7 @@ class FailurePolicy:
                 self.redeliverer.declare(self.side_queues(self.queues())).addErrback(
                     lambda f: log.error("cannot declare the delay and dead queues again: "
                                         "{error}", error=f.value))
-            self.reactor.callLater(backoff, self._requeue, delivery.channel, tag)
+            self.reactor.callLater(backoff, delivery.reject, True)
 
         d = self.redeliverer.publish(decision, delivery.body, delivery.properties)
         return d.addCallbacks(confirmed, refused)
@@ -198,7 +184,8 @@ class FailurePolicy:
         return d.addTimeout(timeout, self.reactor).addErrback(timed_out)
 
     def began(self, token: int, channel: Any, message: Mapping[str, Any]) -> None:
-        """A delivery's handlers started on ``channel`` (for the slow-handler report)."""
+        """A delivery's handlers started on ``channel`` (pika's; for the slow-handler
+        report)."""
         self.running[token] = (channel, message["type"], message["name"], self.reactor.seconds())
         if id(channel) not in self._watched:
             self._watched.add(id(channel))

@@ -150,3 +150,21 @@ def test_retries_waiting_in_a_delay_queue_survive_kill_9_of_the_component(
                 what="retried after the restart")
     tk.wait_for(lambda: count(admin, failing.queue) == 0 and count(admin, waiting) == 0,
                 timeout=10, what="nothing left")
+
+
+def test_replay_to_a_queue_that_does_not_exist_removes_nothing(run_tool, admin, tk):
+    queue = f"{PREFIX}{uuid.uuid4().hex[:10]}.gone"
+    dead = dead_queue(queue)
+    admin.declare_queue(dead, durable=True)
+    try:
+        admin.publish("", dead, b'{"not": "an envelope"}', headers={"x-postage-attempt": 1})
+        tk.wait_for(lambda: count(admin, dead) == 1, what="the dead message")
+        done = run_tool(tk.POSTAGE, "dead", "replay", queue)
+        assert done.returncode == 1
+        assert "returned" in done.stderr or "Unroutable" in done.stderr, done.stderr
+        # the publish was not confirmed, so the dead copy was never acked
+        tk.wait_for(lambda: count(admin, dead) == 1, timeout=10, what="still dead")
+        listed = run_tool(tk.POSTAGE, "dead", "list", queue)
+        assert "(malformed)" in listed.stdout
+    finally:
+        admin.delete_queue(dead)

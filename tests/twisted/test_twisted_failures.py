@@ -11,7 +11,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from postage import MessageHandler, RetryPolicy
+from postage import (
+    MessageHandler,
+    MessageResult,
+    MessageResultException,
+    RetryPolicy,
+    RpcHandler,
+)
 from postage.retry import (
     ATTEMPT_HEADER,
     DEAD_REASON_HEADER,
@@ -126,6 +132,25 @@ def test_a_deleted_delay_queue_is_declared_again_and_nothing_is_lost(
     assert len(processor.runs) == 4
     assert log_events.matching(f"could not move a failed delivery to '{queue}.retry.200'")
     yield settled(broker, tools, queue, *policy.delay_queues(queue))
+
+
+class Answering(MessageProcessor):
+    @RpcHandler("command", "divide")
+    def divide(self, content, reply_func):
+        reply_func(MessageResult(1 / content["parameters"]["by"]))
+
+
+@pytest_twisted.inlineCallbacks
+def test_rpc_handlers_are_not_retried_under_a_processor_policy(components, names, broker,
+                                                               tools):
+    policy = RetryPolicy(attempts=3, delay=0.1)
+    processor, queue = yield start(components, names, Answering, retry=policy)
+    producer = components.producer(routing_key=queue)
+    result = yield producer.rpc_divide(by=0, _timeout=5, _max_retry=0)
+    assert isinstance(result, MessageResultException)
+    assert result.value == "ZeroDivisionError"
+    yield settled(broker, tools, queue, *policy.delay_queues(queue), dead_queue(queue))
+    assert processor.counters == {"retried": 0, "dead": 0, "timed_out": 0}
 
 
 class TwoHandlers(MessageProcessor):

@@ -25,7 +25,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from postage.errors import PostageError
+from postage.errors import PostageError, UnroutableError
 from postage.messages import decode_envelope
 from postage.retry import (
     DEAD_REASON_HEADER,
@@ -150,7 +150,12 @@ def replay_dead(producer: Any, queue: str, count: int | None = None) -> Any:
                                               replay_headers(got.properties.headers),
                                               producer.settings.user)
             properties.headers.pop(DEAD_AT_HEADER, None)
-            yield publish_raw(producer, queue, got.body, properties)
+            try:
+                yield publish_raw(producer, queue, got.body, properties)
+            except UnroutableError as exc:
+                raise UnroutableError(f"queue {queue!r} does not exist (the message was "
+                                      f"returned): nothing more moved, it stays in "
+                                      f"{dead_queue(queue)!r}") from exc
             channel.impl.basic_ack(got.method.delivery_tag)
             moved += 1
     finally:

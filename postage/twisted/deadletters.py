@@ -209,8 +209,8 @@ def run_command(action: str, queue: str, count: int | None = None, as_json: bool
 
     from twisted.internet import task  # noqa: PLC0415
 
-    from postage.cli import EXIT_BROKER, EXIT_RESULT_ERROR  # noqa: PLC0415
     from postage.errors import BrokerConnectionError  # noqa: PLC0415
+    from postage.twisted.commands import EXIT_BROKER, EXIT_RESULT_ERROR  # noqa: PLC0415
     from postage.twisted.producer import GenericProducer  # noqa: PLC0415
 
     status = [0]

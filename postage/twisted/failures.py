@@ -27,7 +27,7 @@ from postage.retry import RetryPolicy, decide_malformed, describe_error, failed_
 from postage.twisted.logs import PostageLogger
 from postage.twisted.retries import Redeliverer, side_queues
 
-__all__ = ["Failed", "FailurePolicy", "HandlerTimeout"]
+__all__ = ["Failed", "FailurePolicy", "HandlerTimeout", "check_knobs"]
 
 log = PostageLogger()
 
@@ -44,6 +44,19 @@ class Failed:
 
     spec: HandlerSpec
     failure: Failure
+
+
+def check_knobs(retry: Any, handler_timeout: Any, max_concurrency: Any) -> None:
+    """A processor's failure knobs, refused with a clear error when they are wrong."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry is a RetryPolicy or None, not {retry!r}")
+    if handler_timeout is not None and (isinstance(handler_timeout, bool) or not isinstance(
+            handler_timeout, int | float) or handler_timeout <= 0):
+        raise ValueError(f"handler_timeout is seconds > 0 or None, not {handler_timeout!r}")
+    if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(
+            max_concurrency, int) or max_concurrency < 1):
+        raise ValueError(f"max_concurrency is an integer >= 1 or None, not "
+                         f"{max_concurrency!r}")
 
 
 class FailurePolicy:
@@ -73,7 +86,17 @@ class FailurePolicy:
     def side_queues(self, queues: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         return side_queues(queues, self.policies)
 
-    def start(self, producer: Any) -> defer.Deferred[Any]:
+    def start(self, fingerprint: Mapping[str, Any], hup: Any, vhost: str | None,
+              connect_timeout: float) -> defer.Deferred[Any]:
+        """With a policy, the producer that re-publishes failed deliveries (confirmed), on a
+        connection of its own named ``<component>.retries``; fires once it is ready."""
+        if not self.active:
+            return defer.succeed(None)
+        from postage.twisted.producer import GenericProducer  # noqa: PLC0415
+
+        name = f"{fingerprint.get('name') or 'postage'}.retries"
+        producer = GenericProducer({**fingerprint, "name": name}, hup, vhost,
+                                   reactor=self.reactor, connect_timeout=connect_timeout)
         self.redeliverer = Redeliverer(producer)
         return producer.ready
 
@@ -183,16 +206,17 @@ class FailurePolicy:
 
         return d.addTimeout(timeout, self.reactor).addErrback(timed_out)
 
-    def began(self, token: int, channel: Any, message: Mapping[str, Any]) -> None:
-        """A delivery's handlers started on ``channel`` (pika's; for the slow-handler
-        report)."""
-        self.running[token] = (channel, message["type"], message["name"], self.reactor.seconds())
+    def began(self, delivery: Any, message: Mapping[str, Any]) -> None:
+        """A delivery's handlers started (for the slow-handler report)."""
+        channel = delivery.channel.impl  # pika's channel: its close callbacks get the reason
+        self.running[id(delivery)] = (channel, message["type"], message["name"],
+                                      self.reactor.seconds())
         if id(channel) not in self._watched:
             self._watched.add(id(channel))
             channel.add_on_close_callback(self._on_channel_closed)
 
-    def ended(self, token: int) -> None:
-        self.running.pop(token, None)
+    def ended(self, delivery: Any) -> None:
+        self.running.pop(id(delivery), None)
 
     def _on_channel_closed(self, channel: Any, reason: Any) -> None:
         self._watched.discard(id(channel))

@@ -68,9 +68,9 @@ def publish_raw(producer: Any, queue: str, body: bytes, properties: Any
                 ) -> defer.Deferred[None]:
     """Publish bytes as they are to ``queue`` (nameless exchange, mandatory) with the
     producer's confirm tracking; fires once the broker confirmed it."""
-    # The producer's own publish path (confirm window, backlog while reconnecting): this is
-    # the one place outside the producer that calls it.
-    return producer._publish("", queue, body, properties, True)
+    # The producer's Publisher (confirm window, backlog while reconnecting): this is the one
+    # place outside the producer that uses it.
+    return producer._publisher.publish("", queue, body, properties, True)
 
 
 class Redeliverer:

@@ -27,7 +27,7 @@ from postage.retry import RetryPolicy, decide_malformed, describe_error, failed_
 from postage.twisted.logs import PostageLogger
 from postage.twisted.retries import Redeliverer, side_queues
 
-__all__ = ["Failed", "FailurePolicy", "HandlerTimeout", "check_knobs"]
+__all__ = ["Failed", "FailurePolicy", "HandlerTimeout", "check_knobs", "failures_of"]
 
 log = PostageLogger()
 
@@ -42,8 +42,18 @@ class HandlerTimeout(Exception):
 class Failed:
     """One handler of a delivery that raised (or timed out)."""
 
-    spec: HandlerSpec
-    failure: Failure
+    spec: HandlerSpec | None
+    failure: Failure | None
+
+
+def failures_of(result: Any) -> list[Failed]:
+    """The :class:`Failed` in what a delivery's handlers ended with (one, or nested lists
+    of them from several handlers)."""
+    if isinstance(result, Failed):
+        return [result]
+    if isinstance(result, list):
+        return [failed for each in result for failed in failures_of(each)]
+    return []
 
 
 def check_knobs(retry: Any, handler_timeout: Any, max_concurrency: Any) -> None:
@@ -65,11 +75,13 @@ class FailurePolicy:
     ``channel``."""
 
     def __init__(self, default: RetryPolicy | None, handler_policies: list[RetryPolicy],
-                 reactor: Any) -> None:
+                 reactor: Any, count: Callable[[str, str, str, str], Any] | None = None
+                 ) -> None:
         self.default = default
         self.policies = list(dict.fromkeys(
             [*([default] if default is not None else []), *handler_policies]))
         self.reactor = reactor
+        self._count = count  # the processor's stats: (queue, type, name, outcome)
         self.redeliverer: Redeliverer | None = None
         # the processor's consumed queues (name -> flags), to declare their side queues again
         self.queues: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
@@ -144,7 +156,8 @@ class FailurePolicy:
             log.warn("{type}/{name} failed {attempt} times ({error}): parked in {queue!r}",
                      type=message["type"], name=message["name"], attempt=decision.attempt,
                      error=error, queue=decision.queue)
-        return self._republish(delivery, decision, policy.delay)
+        return self._republish(delivery, decision, policy.delay,
+                               (message["type"], message["name"]))
 
     def malformed(self, delivery: Any, reason: str) -> bool:
         """With a policy, a malformed delivery goes to the dead queue with the reason; False
@@ -157,13 +170,15 @@ class FailurePolicy:
         self._republish(delivery, decision, self.policies[0].delay)
         return True
 
-    def _republish(self, delivery: Any, decision: Any, backoff: float
-                   ) -> defer.Deferred[None]:
+    def _republish(self, delivery: Any, decision: Any, backoff: float,
+                   what: tuple[str, str] = ("", "")) -> defer.Deferred[None]:
         assert self.redeliverer is not None
         counter = "retried" if decision.action == "retry" else "dead"
 
         def confirmed(_: Any) -> None:
             self.counters[counter] += 1
+            if self._count is not None:
+                self._count(delivery.queue, *what, counter)
             delivery.ack()
 
         def refused(failure: Failure) -> None:

@@ -40,6 +40,7 @@ from postage.messages import (
     decode_envelope,
 )
 from postage.microthreads import ExitScheduler, MicroScheduler, MicroThread
+from postage.retry import RetryPolicy
 
 __version__ = "4.0.0"
 
@@ -69,6 +70,7 @@ __all__ = [
     "NackError",
     "PostageError",
     "PublishError",
+    "RetryPolicy",
     "RpcCommand",
     "RpcHandler",
     "TLSVerificationError",

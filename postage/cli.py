@@ -5,6 +5,7 @@
     postage run package.module:Class [twistd postage options] [--workers N]
     postage ps [--name N] [--timeout S] [--json]
     postage ping NAME [--timeout S]
+    postage dead list|replay|purge QUEUE [--count N] [--json]
 
 Each ``name=value`` value is read as JSON when it parses (``n=3``, ``flags=[1,2]``), else as
 a string (``who=world``). ``rpc`` prints the result's value as JSON on stdout and exits 0 only
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                          description="Run processors until quit or SIGTERM. Options after the "
                          "class are those of 'twistd postage --help'.")
     _ops_parsers(sub)
+    _dead_parser(sub)
     run.add_argument("processor", help="package.module:Class")
     run.add_argument("options", nargs=argparse.REMAINDER,
                      help="--name N --type T --vhost V --url URL --url-file PATH --log-level L "
@@ -106,6 +108,34 @@ def _ops(args: argparse.Namespace) -> int:
         return commands.EXIT_BROKER
 
 
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a count is an integer >= 1, not {text!r}")
+    return value
+
+
+def _dead_parser(sub: Any) -> None:
+    """``postage dead list|replay|purge QUEUE``: the dead queue ``QUEUE.dead`` of a processor
+    with a retry policy (postage/twisted/deadletters.py says how each is safe)."""
+    dead = sub.add_parser("dead", help="look at, replay or purge a queue's dead messages",
+                          description="QUEUE is the queue a processor consumes; its dead "
+                          "messages are in QUEUE.dead.")
+    actions = dead.add_subparsers(dest="dead_action", metavar="ACTION", required=True)
+    for action, text in (("list", "show the dead messages (nothing is removed)"),
+                         ("replay", "move dead messages back to QUEUE (each confirmed first)"),
+                         ("purge", "delete every dead message")):
+        p = actions.add_parser(action, help=text, description=text)
+        p.add_argument("queue", help="the queue the dead messages came from")
+        if action != "purge":
+            p.add_argument("--count", type=_positive, default=None,
+                           help="at most this many messages [default: all]")
+        if action == "list":
+            p.add_argument("--json", action="store_true", help="print a JSON list")
+        p.add_argument("--url", help="broker URL (default: POSTAGE_RMQ_URL or POSTAGE_RMQ_*)")
+        p.add_argument("--vhost", help="virtual host (default: POSTAGE_VHOST or /)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``postage`` console script."""
     args = _parser().parse_args(argv)
@@ -119,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             return commands.run(args.processor, args.options)
         if args.url:
             os.environ["POSTAGE_RMQ_URL"] = args.url
+        if args.action == "dead":
+            from postage.twisted import deadletters  # noqa: PLC0415
+
+            return deadletters.run_command(args.dead_action, args.queue,
+                                           getattr(args, "count", None),
+                                           getattr(args, "json", False), vhost=args.vhost)
         if args.url_file:
             os.environ.pop("POSTAGE_RMQ_URL", None)
             os.environ["POSTAGE_RMQ_URL_FILE"] = args.url_file

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from postage.retry import RetryPolicy
+
 __all__ = [
     "DispatchTable",
     "FilterError",
@@ -46,6 +48,7 @@ class Registration:
     type: str
     name: str | None
     full_body: bool
+    retry: RetryPolicy | None = None
 
 @dataclass(frozen=True)
 class HandlerSpec:
@@ -55,15 +58,25 @@ class HandlerSpec:
     full_body: bool
     rpc: bool
     is_class: bool
+    retry: RetryPolicy | None = None  # this handler's own policy (else the processor's)
 
 class MessageHandler:
-    """``@MessageHandler(type, name)``: the method gets the message ``content``."""
+    """``@MessageHandler(type, name, retry=None)``: the method gets the message ``content``.
+
+    ``retry`` (a :class:`~postage.retry.RetryPolicy`) is this handler's own failure policy;
+    without one the processor's ``retry`` applies (default None: log the error and ack).
+    """
 
     category = "message"
     full_body = False
 
-    def __init__(self, type: str, name: str | None = None) -> None:  # noqa: A002
-        self.registration = Registration(self.category, type, name, self.full_body)
+    def __init__(self, type: str, name: str | None = None,  # noqa: A002
+                 retry: RetryPolicy | None = None) -> None:
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry is a RetryPolicy or None, not {retry!r}")
+        if retry is not None and self.category == "rpc":
+            raise TypeError("RPC handlers are not retried: the caller retries (rpc _max_retry)")
+        self.registration = Registration(self.category, type, name, self.full_body, retry)
 
     def __call__(self, handler: T) -> T:
         # vars(), not getattr(): a subclass of a decorated Handler class must not inherit
@@ -143,7 +156,8 @@ class DispatchTable:
             tags = getattr(obj, "__dict__", {}).get(_TAG, ())
             is_class = isinstance(obj, type)
             for reg in tags:
-                spec = HandlerSpec(attr, reg.full_body, reg.category == "rpc", is_class)
+                spec = HandlerSpec(attr, reg.full_body, reg.category == "rpc", is_class,
+                                   reg.retry)
                 if spec.rpc:
                     table._rpc[(reg.type, reg.name)] = spec
                 else:
@@ -179,6 +193,11 @@ class DispatchTable:
             spec = self.rpc_handler(body["type"], body["name"])
             return [] if spec is None else [spec]
         return self.message_handlers(body["type"], body["name"])
+
+    def retry_policies(self) -> list[RetryPolicy]:
+        """Every per-handler retry policy, each once (their delay queues are declared)."""
+        policies = (spec.retry for specs in self._message.values() for spec in specs)
+        return list(dict.fromkeys(policy for policy in policies if policy is not None))
 
     def keys(self) -> set[tuple[str, str, str | None]]:
         """Every (category, type, name) served, for introspection and tests."""

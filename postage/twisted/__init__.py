@@ -4,9 +4,11 @@ Importing this package does not install a reactor (pika's Twisted adapter is imp
 when a connection is made), so an application can still choose its own reactor first.
 """
 
+from postage.retry import RetryPolicy
 from postage.twisted.consumer import GenericConsumer
 from postage.twisted.processor import MessageProcessor
 from postage.twisted.producer import GenericProducer
 from postage.twisted.scheduler import MicroScheduler
 
-__all__ = ["GenericConsumer", "GenericProducer", "MessageProcessor", "MicroScheduler"]
+__all__ = ["GenericConsumer", "GenericProducer", "MessageProcessor", "MicroScheduler",
+           "RetryPolicy"]

@@ -11,6 +11,7 @@ handler that raises is logged with its traceback, and an RPC caller gets
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
@@ -27,10 +28,12 @@ from postage.handlers import HandlerRegistry, HandlerSpec, MessageHandler
 from postage.handlers import call_handler as default_call_handler
 from postage.messages import Message, MessageResultError, MessageResultException, decode_envelope
 from postage.microthreads import MicroThread
+from postage.retry import RetryPolicy
 from postage.twisted import awaitables, restart
 from postage.twisted.consumer import GenericConsumer
 from postage.twisted.control import ControlResponder
 from postage.twisted.delivery import Delivery
+from postage.twisted.failures import Failed, FailurePolicy, check_knobs, failures_of
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
 from postage.twisted.reactors import default_reactor
@@ -43,7 +46,7 @@ _BUILTINS = ("msg_quit", "msg_restart")
 _CONTROL = frozenset({"quit", "restart"})
 _MAX_REDELIVERIES = 3
 _REDELIVERIES_KEPT = 1024
-_FAILED = object()  # what a handler's run ends with when the handler raised
+_FAILED = Failed(None, None)  # an RPC nobody handles: failed, never retried
 
 
 class MessageProcessor(MicroThread, HandlerRegistry):
@@ -77,6 +80,9 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     connect_timeout: float = 10
     stop_timeout: float = 60  # how long stop() waits for running handlers
     discoverable = True  # answer describe on postage.control
+    retry: RetryPolicy | None = None  # see postage.twisted.failures
+    handler_timeout: float | None = None
+    max_concurrency: int | None = None  # None: prefetch_count
 
     def __init__(self, fingerprint: Any = None, eqk: list[Any] | None = None,
                  hup: Mapping[str, Any] | None = None, vhost: str | None = None, *,
@@ -84,11 +90,14 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                  call_handler: Callable[[Any, HandlerSpec, Mapping[str, Any], Any], Any]
                  | None = None, **knobs: Any) -> None:
         for knob in ("prefetch_count", "remote_control", "remote_control_users",
-                     "connect_timeout", "stop_timeout", "discoverable", "consumer_class"):
+                     "connect_timeout", "stop_timeout", "discoverable", "consumer_class",
+                     "retry", "handler_timeout", "max_concurrency"):
             if knob in knobs:
                 setattr(self, knob, knobs.pop(knob))
         if knobs:
             raise TypeError(f"unknown processor option(s) {sorted(knobs)}")
+        check_knobs(self.retry, self.handler_timeout, self.max_concurrency)
+        self._hup, self._vhost = hup, vhost  # for the producer that re-publishes failures
         self.reactor = reactor = default_reactor(reactor)
         self.fingerprint = fingerprint_dict(fingerprint)
         self.consumer = self.consumer_class(
@@ -114,6 +123,15 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         self._stopped = OneShot()  # fires with quit_requested
         self._started: OneShot | None = None
         self.stats = stats.ProcessorStats()
+        self.failures = FailurePolicy(self.retry, self.dispatch.retry_policies(), reactor,
+                                      self.stats.count)
+        self.counters = self.failures.counters  # retried, dead, timed_out
+        if self.failures.active:
+            self.consumer.topology.side_queues = self.failures.side_queues
+            self.failures.queues = lambda: self.consumer.topology.queues
+        self._concurrency = self.max_concurrency or self.prefetch_count
+        self._active = 0  # deliveries whose handlers run
+        self._waiting: deque[Delivery] = deque()  # past max_concurrency, in arrival order
         self.control = ControlResponder(self, hup, vhost) if self.discoverable else None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -127,7 +145,9 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             stats.components.add(self)
             if self.control is not None:
                 self.control.start()  # not waited for: discovery never delays the work
-            d = self.consumer.start(self._on_delivery)
+            d = self.failures.start(self.fingerprint, self._hup, self._vhost,
+                                    self.connect_timeout)
+            d.addCallback(lambda _: self.consumer.start(self._on_delivery))
             self.consumer.gave_up.addCallback(self._on_gave_up)
             d.addCallbacks(lambda _: self, self._not_started).addBoth(self._started.fire)
         return self._started.when()
@@ -165,8 +185,15 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             except defer.TimeoutError:
                 log.warn("{n} handlers still running after {s}s: closing anyway (the broker "
                          "delivers their messages again)", n=self._in_flight, s=self.stop_timeout)
+        for waiting in self._waiting:  # never started: the broker delivers them again
+            waiting.reject(requeue=True)
+        self._waiting.clear()
         try:
             yield self.consumer.close()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("close: {error}", error=exc)
+        try:
+            yield self.failures.close()
         except Exception as exc:  # noqa: BLE001
             log.debug("close: {error}", error=exc)
         if self.control is not None:
@@ -212,6 +239,12 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         if not self._running:  # stopping: the broker keeps it for the next consumer
             delivery.reject(requeue=True)
             return
+        if self._active >= self._concurrency:
+            self._waiting.append(delivery)  # max_concurrency
+            return
+        self._handle(delivery)
+
+    def _handle(self, delivery: Delivery) -> None:
         content_type = delivery.properties.content_type
         if content_type is not None and content_type != self.encoder.content_type and (
                 not self._readable(content_type)):
@@ -247,20 +280,22 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             tracing.current.reset(token)
             if otel_token is not None:
                 otel.detach(otel_token)
-        if result is None or result is _FAILED:
-            delivery.ack()
+        if not isinstance(result, defer.Deferred):
+            self._settle(delivery, message, failures_of(result))
             self.stats.finished(delivery.queue, message["type"], message["name"],
                                 result is None, perf_counter() - started)
             if span is not None:
                 otel.end(span, result is None, "a handler raised")
         else:
             self._in_flight += 1
+            self._active += 1
+            self.failures.began(delivery, message)
             result.addBoth(self._finished, delivery, message, started, span)
 
     def _dispatch(self, delivery: Delivery, message: dict[str, Any], specs: list[Any],
                   context: Any) -> Any:
-        """Run the handlers: None when all finished at once, ``_FAILED`` when one raised at
-        once, else a Deferred (firing with ``_FAILED``, or a list holding it, if one did)."""
+        """Run the handlers: None when all finished at once, a :class:`Failed` (or a list of
+        them) when some raised at once, else a Deferred (firing with those, if some did)."""
         if message["category"] == "rpc":
             reply = self._reply_func(delivery, context)
             if not specs:
@@ -268,24 +303,26 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                     f"no handler for {message['type']}/{message['name']} in "
                     f"{type(self.handlers).__name__}"))
                 return _FAILED
-            return self._run(specs[0], message, reply)
+            return self._run(specs[0], message, reply)  # not retried: the caller retries
         if message["name"] in _CONTROL and specs and specs[0].attr in _BUILTINS and (
                 not self._allowed(delivery, message)):
             specs = [spec for spec in specs if spec.attr not in _BUILTINS]
-        result = None
+        if self.failures.active and delivery.properties.headers:
+            specs = self.failures.select(specs, delivery.properties)  # a retry: who failed
+        failed: list[Failed] = []
         pending = []
         for spec in specs:
             outcome = self._run(spec, message, None)
             if outcome is None:
                 continue
-            if outcome is _FAILED:
-                result = _FAILED
+            if isinstance(outcome, Failed):
+                failed.append(outcome)
             else:
                 pending.append(outcome)
         if not pending:
-            return result
-        if result is _FAILED:
-            pending.append(defer.succeed(_FAILED))
+            return failed or None
+        if failed:
+            pending.append(defer.succeed(failed))
         return pending[0] if len(pending) == 1 else defer.gatherResults(pending)
 
     def _readable(self, content_type: str) -> bool:
@@ -326,8 +363,14 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             if not inspect.isawaitable(outcome):
                 return None
             outcome = awaitables.deferred(outcome)
-        return outcome.addErrback(self._handler_failed, spec, message, reply,
-                                  tracing.current.get())
+        return self._time_limit(outcome, spec, message).addErrback(
+            self._handler_failed, spec, message, reply, tracing.current.get())
+
+    def _time_limit(self, d: defer.Deferred[Any], spec: Any, message: dict[str, Any]
+                    ) -> defer.Deferred[Any]:
+        """``d`` cancelled after ``handler_timeout`` (a subclass running handlers in threads
+        calls this on the thread's Deferred too)."""
+        return self.failures.with_timeout(d, self.handler_timeout, spec, message)
 
     def _handler_failed(self, failure: Failure, spec: Any, message: dict[str, Any],
                         reply: Any, context: Any = None) -> object:
@@ -337,18 +380,40 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                     trace_id=None if context is None else context.trace_id)
         if reply is not None:
             reply(MessageResultException(type(failure.value).__name__, str(failure.value)))
-        return _FAILED
+        return Failed(spec, failure)
 
     def _finished(self, result: Any, delivery: Delivery, message: dict[str, Any],
                   started: float, span: Any = None) -> None:
-        delivery.ack()
-        self._in_flight -= 1
-        ok = result is not _FAILED and not (
-            isinstance(result, list) and any(each is _FAILED for each in result))
-        self.stats.finished(delivery.queue, message["type"], message["name"], ok,
+        self.failures.ended(delivery)
+        self._active -= 1
+        self._in_flight -= 1  # _settle counts a re-publish that waits for its confirm
+        failed = failures_of(result)
+        self._settle(delivery, message, failed)
+        self.stats.finished(delivery.queue, message["type"], message["name"], not failed,
                             perf_counter() - started)
         if span is not None:
-            otel.end(span, ok, "a handler raised")
+            otel.end(span, not failed, "a handler raised")
+        self._check_idle()
+        while self._waiting and self._active < self._concurrency and self._running:
+            self._handle(self._waiting.popleft())
+
+    def _settle(self, delivery: Delivery, message: dict[str, Any], failed: list[Failed]
+                ) -> None:
+        """Ack, or (handlers failed, a policy applies) re-publish and ack once confirmed.
+        RPC requests are never retried (and were acked by their reply)."""
+        if not failed or message["category"] == "rpc":
+            delivery.ack()
+            return
+        d = self.failures.settle(delivery, message, failed)
+        if d is not None:
+            self._in_flight += 1
+            d.addBoth(self._republished)
+
+    def _republished(self, _: Any) -> None:
+        self._in_flight -= 1
+        self._check_idle()
+
+    def _check_idle(self) -> None:
         if not self._in_flight and self._idle:
             idle, self._idle = self._idle, []
             for d in idle:
@@ -356,10 +421,13 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                     d.callback(None)
 
     def _reject(self, delivery: Delivery, why: str) -> None:
+        """A delivery that is no Postage envelope: to the dead queue with the reason when a
+        policy exists, else rejected (a dead-letter exchange, if set, keeps it)."""
         log.warn("rejected a delivery from {exchange!r}/{key!r}: {why}",
                  exchange=delivery.exchange, key=delivery.routing_key, why=why)
-        delivery.reject()
-        self.stats.count(delivery.queue, "", "", "rejected")
+        if not self.failures.malformed(delivery, why):
+            delivery.reject()
+            self.stats.count(delivery.queue, "", "", "rejected")
 
     def _reply_func(self, delivery: Delivery, context: Any = None) -> Any:
         """The function an RPC handler answers with, once: it acks the request, then

@@ -6,7 +6,7 @@ closed one, or after a reconnect) and inspected in tests without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,9 @@ class Topology:
     exchanges: dict[str, Any] = field(default_factory=dict)  # name -> Exchange subclass
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> flags
     bindings: dict[tuple[str, str, str], None] = field(default_factory=dict)  # ordered set
+    # queues declared beside the consumed ones and never consumed (a processor's delay and
+    # dead queues): computed from ``queues`` at each declare, so they follow its changes
+    side_queues: Callable[[Mapping[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None = None
 
     def add_binding(self, exchange: Any, queue: str | Mapping[str, Any], key: str
                     ) -> tuple[str, str, str]:
@@ -67,6 +70,9 @@ class Topology:
             yield channel.exchange_declare(**exchange.parameters)
         for queue, flags in self.queues.items():
             yield channel.queue_declare(queue, **flags)
+        if self.side_queues is not None:
+            for queue, flags in self.side_queues(self.queues).items():
+                yield channel.queue_declare(queue, **flags)
         for exchange, queue, key in self.bindings:
             if exchange:  # the nameless exchange binds every queue by its name already
                 yield channel.queue_bind(queue, exchange, routing_key=key)

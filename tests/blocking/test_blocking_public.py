@@ -42,6 +42,7 @@ def test_messaging_all_is_pinned():
         "NackError",
         "PostageError",
         "PublishError",
+        "RetryPolicy",
         "RpcCommand",
         "RpcHandler",
         "TLSVerificationError",
@@ -69,3 +70,7 @@ def test_facade_classes_wrap_the_twisted_ones_and_subclass_none_of_postage_twist
     assert not issubclass(facade, getattr(postage_twisted, name))
     assert [klass for klass in facade.__mro__
             if klass.__module__.startswith("postage.twisted")] == []
+
+
+def test_retry_policy_is_the_same_class_in_all_three_apis():
+    assert messaging.RetryPolicy is postage_twisted.RetryPolicy is postage.RetryPolicy

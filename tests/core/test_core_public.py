@@ -37,6 +37,7 @@ PUBLIC_NAMES = [
     "NackError",
     "PostageError",
     "PublishError",
+    "RetryPolicy",
     "RpcCommand",
     "RpcHandler",
     "TLSVerificationError",

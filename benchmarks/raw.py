@@ -18,6 +18,7 @@ callback-style channel.
 from __future__ import annotations
 
 import uuid
+from random import getrandbits
 from typing import Any
 
 from common import (
@@ -36,6 +37,12 @@ from twisted.internet import defer
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 USER = "guest"  # the user_id property Postage sets on everything it publishes
+
+
+def traceparent() -> str:
+    """A W3C trace context for a message that starts a trace, as Postage puts on every
+    publish (a raw client carrying trace context makes one per message too)."""
+    return "00-%032x-%016x-01" % (getrandbits(128) or 1, getrandbits(64) or 1)  # noqa: UP031
 
 
 def _properties(**values: Any) -> Any:
@@ -65,9 +72,11 @@ class ConfirmPublisher:
         self.n = n
         self.window = window
         self.body = body
-        # what a Postage producer sets on a message_* publish (persistent, its user)
-        self.properties = _properties(content_type=CONTENT_TYPE, delivery_mode=2,
-                                      user_id=USER)
+        # what a Postage producer sets on a message_* publish (persistent, its user, a
+        # traceparent header of the message's own)
+        self.properties = lambda: _properties(content_type=CONTENT_TYPE, delivery_mode=2,
+                                              user_id=USER,
+                                              headers={"traceparent": traceparent()})
         self.pending: dict[int, int] = {}  # delivery tag -> message number
         self.next_tag = 1
         self.low = 1  # no tag below this one is pending
@@ -85,7 +94,7 @@ class ConfirmPublisher:
         exchange, key, properties, body = self.exchange, self.key, self.properties, self.body
         sent, tag, n, window = self.sent, self.next_tag, self.n, self.window
         while sent < n and len(pending) < window:
-            publish(exchange, key, body(sent), properties)
+            publish(exchange, key, body(sent), properties())
             pending[tag] = sent
             tag += 1
             sent += 1
@@ -197,7 +206,7 @@ class EchoServer:
         channel.basic_ack(method.delivery_tag)  # before the reply, as Postage does
         channel.basic_publish("", properties.reply_to, reply, _properties(
             content_type=CONTENT_TYPE, correlation_id=properties.correlation_id,
-            user_id=USER))
+            user_id=USER, headers={"traceparent": traceparent()}))
 
     async def stop(self) -> None:
         await raw_close(self.protocol)
@@ -228,7 +237,8 @@ class RpcClient:
         self.pending[correlation_id] = d
         self.channel.basic_publish(self.exchange, "echo", rpc_request_body(seq), _properties(
             content_type=CONTENT_TYPE, correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO, expiration=self.expiration, user_id=USER), True)
+            reply_to=DIRECT_REPLY_TO, expiration=self.expiration, user_id=USER,
+            headers={"traceparent": traceparent()}), True)
         return d
 
     def on_reply(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
-from pika import BasicProperties
 from twisted.internet import defer
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -26,7 +25,7 @@ from postage.errors import MessageFormatError
 from postage.fingerprint import fingerprint_dict
 from postage.handlers import HandlerRegistry, HandlerSpec, MessageHandler
 from postage.handlers import call_handler as default_call_handler
-from postage.messages import Message, MessageResultError, MessageResultException, decode_envelope
+from postage.messages import MessageResultError, MessageResultException, decode_envelope
 from postage.microthreads import MicroThread
 from postage.retry import RetryPolicy
 from postage.twisted import awaitables, restart
@@ -37,6 +36,7 @@ from postage.twisted.failures import Failed, FailurePolicy, check_knobs, failure
 from postage.twisted.logs import PostageLogger
 from postage.twisted.oneshot import OneShot
 from postage.twisted.reactors import default_reactor
+from postage.twisted.rpcserver import Redeliveries, RemoteControl, readable, reply_function
 
 __all__ = ["MessageProcessor"]
 
@@ -44,8 +44,6 @@ log = PostageLogger()
 
 _BUILTINS = ("msg_quit", "msg_restart")
 _CONTROL = frozenset({"quit", "restart"})
-_MAX_REDELIVERIES = 3
-_REDELIVERIES_KEPT = 1024
 _FAILED = Failed(None, None)  # an RPC nobody handles: failed, never retried
 
 
@@ -110,10 +108,9 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         table = type(self.handlers).dispatch_table
         self.dispatch = table if self.remote_control else table.without(_BUILTINS)
         self._user = self.consumer.settings.user  # set as user_id on what we publish
-        self._controllers = frozenset(self.remote_control_users if
-                                      self.remote_control_users is not None else (self._user,))
-        self._refused: set[str | None] = set()  # senders of refused commands, logged once
-        self._redeliveries: dict[str, int] = {}  # RPC correlation id -> deliveries seen
+        self._remote = RemoteControl(self.remote_control_users if
+                                     self.remote_control_users is not None else (self._user,))
+        self._redeliveries = Redeliveries()
         self.quit_requested = False
         self.connection_error: Exception | None = None  # why its consumer gave up
         self._in_flight = 0
@@ -221,18 +218,6 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         """Ack, stop the whole process gracefully, then re-execute its command line."""
         self.reactor.callFromThread(restart.request, self.reactor)
 
-    def _allowed(self, delivery: Delivery, message: dict[str, Any]) -> bool:
-        """Whether the sender of a ``quit`` / ``restart`` may control this processor: its
-        broker-validated ``user_id`` must be one of ``remote_control_users``."""
-        user = delivery.properties.user_id
-        if user in self._controllers:
-            return True
-        if user not in self._refused:
-            self._refused.add(user)
-            log.warn("ignored {name!r} from user {user!r}: not in remote_control_users",
-                     name=message["name"], user=user)
-        return False
-
     # ---- dispatch ----------------------------------------------------------------------
 
     def _on_delivery(self, delivery: Delivery) -> None:
@@ -247,7 +232,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
     def _handle(self, delivery: Delivery) -> None:
         content_type = delivery.properties.content_type
         if content_type is not None and content_type != self.encoder.content_type and (
-                not self._readable(content_type)):
+                not readable(content_type, self.encoder.content_type)):
             self._reject(delivery, f"content type {content_type!r} is not "
                          f"{self.encoder.content_type!r}")
             return
@@ -257,7 +242,8 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             self._reject(delivery, str(exc))
             return
         specs = self.dispatch.lookup(message)
-        if message["category"] == "rpc" and delivery.redelivered and self._poisonous(delivery):
+        if (message["category"] == "rpc" and delivery.redelivered
+                and self._redeliveries.poisonous(delivery)):
             self._reject(delivery, "an RPC request delivered again and again (it may "
                          "break the connection that answers it)")
             return
@@ -305,7 +291,7 @@ class MessageProcessor(MicroThread, HandlerRegistry):
                 return _FAILED
             return self._run(specs[0], message, reply)  # not retried: the caller retries
         if message["name"] in _CONTROL and specs and specs[0].attr in _BUILTINS and (
-                not self._allowed(delivery, message)):
+                not self._remote.allowed(delivery, message)):
             specs = [spec for spec in specs if spec.attr not in _BUILTINS]
         if self.failures.active and delivery.properties.headers:
             specs = self.failures.select(specs, delivery.properties)  # a retry: who failed
@@ -324,30 +310,6 @@ class MessageProcessor(MicroThread, HandlerRegistry):
         if failed:
             pending.append(defer.succeed(failed))
         return pending[0] if len(pending) == 1 else defer.gatherResults(pending)
-
-    def _readable(self, content_type: str) -> bool:
-        """A content type the encoder reads although it is not spelled as the encoder's
-        (``application/json; charset=utf-8``, other letter case; an empty one means none)."""
-        media, _, parameters = content_type.partition(";")
-        charset = parameters.strip().lower()
-        same_media = media.strip().lower() == self.encoder.content_type
-        return not content_type.strip() or (
-            same_media and charset in ("", "charset=utf-8", 'charset="utf-8"'))
-
-    def _poisonous(self, delivery: Delivery) -> bool:
-        """True for a request delivered more than ``_MAX_REDELIVERIES`` times (counted by
-        the broker for quorum queues, here by correlation id otherwise)."""
-        count = delivery.header("x-delivery-count")
-        if count is None:
-            key = delivery.properties.correlation_id or delivery.properties.message_id
-            if key is None:
-                return False
-            seen = self._redeliveries
-            count = seen.pop(key, 0) + 1
-            seen[key] = count
-            if len(seen) > _REDELIVERIES_KEPT:
-                del seen[next(iter(seen))]
-        return count > _MAX_REDELIVERIES
 
     def _run(self, spec: Any, message: dict[str, Any], reply: Any) -> Any:
         """Run one handler: None when it finished at once, ``_FAILED`` when it raised at
@@ -430,37 +392,10 @@ class MessageProcessor(MicroThread, HandlerRegistry):
             self.stats.count(delivery.queue, "", "", "rejected")
 
     def _reply_func(self, delivery: Delivery, context: Any = None) -> Any:
-        """The function an RPC handler answers with, once: it acks the request, then
-        publishes the result to ``reply_to`` with the request's correlation id (3.0.3
-        callers send none). Acking first means a reply that breaks the connection (a
-        caller's node gone, on some RabbitMQ versions) does not bring the request back."""
-        properties = delivery.properties
-        reply_to = properties.reply_to
-        correlation_id = properties.correlation_id
-        sent = False
+        """The function an RPC handler answers with (see :func:`reply_function`)."""
+        return reply_function(delivery, encoder=self.encoder, fingerprint=self.fingerprint,
+                              user=self._user, publish=self.consumer.publish,
+                              answered=self._answered, context=context)
 
-        def reply_func(result: Message) -> None:
-            nonlocal sent
-            if sent:
-                log.warn("a handler replied twice to {reply_to}; the second reply is dropped",
-                         reply_to=reply_to)
-                return
-            sent = True
-            delivery.ack(now=True)
-            if not reply_to:
-                log.warn("an RPC request without reply_to cannot be answered")
-                return
-            result.fingerprint = self.fingerprint
-            try:
-                body = self.encoder.encode(result.body)
-            except Exception as exc:  # noqa: BLE001 - answer the caller, keep running
-                body = self.encoder.encode(
-                    MessageResultException(type(exc).__name__, str(exc)).body)
-            trace = tracing.child_header(context) if context is not None else \
-                tracing.outgoing_header()
-            self.consumer.publish("", reply_to, body, BasicProperties(
-                content_type=self.encoder.content_type, correlation_id=correlation_id,
-                user_id=self._user, headers={"traceparent": trace}))
-            self.stats.rpc_answered += 1
-
-        return reply_func
+    def _answered(self) -> None:
+        self.stats.rpc_answered += 1

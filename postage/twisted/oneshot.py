@@ -7,12 +7,13 @@ time, before or after the fact, so they hand out a fresh Deferred per waiter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-__all__ = ["OneShot"]
+__all__ = ["OneAtATime", "OneShot"]
 
 _PENDING = object()
 
@@ -48,3 +49,24 @@ class OneShot:
                 d.errback(result)
             else:
                 d.callback(result)
+
+
+class OneAtATime:
+    """Runs ``operation()`` (which returns a Deferred) one at a time: called while a run is
+    under way, it waits for that run instead of starting another. Opening a channel is such
+    an operation: two openings at once would make two channels where one is wanted."""
+
+    def __init__(self, operation: Callable[[], defer.Deferred[Any]]) -> None:
+        self._operation = operation
+        self._running: OneShot | None = None
+
+    def __call__(self) -> defer.Deferred[Any]:
+        if self._running is None:
+            running = self._running = OneShot()
+
+            def done(result: Any) -> None:
+                self._running = None
+                running.fire(result)
+
+            self._operation().addBoth(done)
+        return self._running.when()

@@ -28,7 +28,7 @@ from postage.exchanges import Exchange, exchange_name
 from postage.twisted.confirms import ConfirmWindow, Publish
 from postage.twisted.connection import Channel, Connection
 from postage.twisted.logs import PostageLogger
-from postage.twisted.oneshot import OneShot
+from postage.twisted.oneshot import OneAtATime
 from postage.twisted.recovery import Recovery
 
 __all__ = ["Publisher", "closed_by_broker"]
@@ -69,7 +69,7 @@ class Publisher:
         self.channel: Channel | None = None
         self._frames: Any = None  # the channel's ChannelFrames
         self._on_open = on_open or (lambda: None)
-        self._opening: OneShot | None = None
+        self._open = OneAtATime(self._open_channel)  # one channel opening at a time
         self._closed = False
         self._recovery = Recovery(clock, "the producer's channel", lambda: (
             not self._closed and self.connection is not None and self.connection.is_open))
@@ -85,18 +85,6 @@ class Publisher:
         connection.on_blocked(self._on_blocked, self._on_unblocked)
         self.window.blocked = False
         return self._open()
-
-    def _open(self) -> defer.Deferred[Any]:
-        """Open a channel, or wait for the opening under way: one at a time."""
-        if self._opening is None:
-            opening = self._opening = OneShot()
-
-            def done(result: Any) -> None:
-                self._opening = None
-                opening.fire(result)
-
-            self._open_channel().addBoth(done)
-        return self._opening.when()
 
     @defer.inlineCallbacks
     def _open_channel(self) -> Any:

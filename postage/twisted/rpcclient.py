@@ -37,7 +37,7 @@ from postage.messages import Message, MessageResultException, decode_envelope, m
 from postage.twisted.confirms import refused_exchange
 from postage.twisted.connection import Channel, Connection
 from postage.twisted.logs import PostageLogger
-from postage.twisted.oneshot import OneShot
+from postage.twisted.oneshot import OneAtATime
 from postage.twisted.publisher import Publisher, closed_by_broker
 from postage.twisted.recovery import Recovery
 from postage.twisted.rpc import RpcCalls
@@ -76,7 +76,7 @@ class RpcClient:
         self.calls = RpcCalls(clock, down)
         self.connection: Connection | None = None
         self.channel: Channel | None = None  # direct reply-to: requests and replies
-        self._opening: OneShot | None = None
+        self._open = OneAtATime(self._open_channel)  # one channel opening at a time
         self._closed = False
         self._error: BaseException | None = None  # once no call can be made
         self._recovery = Recovery(clock, "the RPC channel", lambda: (
@@ -98,17 +98,6 @@ class RpcClient:
         if self.reply_to != "direct":
             return defer.succeed(None)
         return self._open()
-
-    def _open(self) -> defer.Deferred[Any]:
-        if self._opening is None:
-            opening = self._opening = OneShot()
-
-            def done(result: Any) -> None:
-                self._opening = None
-                opening.fire(result)
-
-            self._open_channel().addBoth(done)
-        return self._opening.when()
 
     @defer.inlineCallbacks
     def _open_channel(self) -> Any:

@@ -23,8 +23,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
+
+from twisted.internet import defer  # (defer installs no reactor: the blocking suite too)
 
 BROKER_HOST = "127.0.0.1"
 BROKER_PORT = 5672
@@ -255,3 +259,34 @@ class Names:
             admin.delete_queue(queue)
         for exchange in self.exchanges:
             admin.delete_exchange(exchange)
+
+
+# ---- waiting on the reactor (the pytest-twisted suites) -------------------------------------
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    """A Deferred that fires after ``seconds`` of real time."""
+    from twisted.internet import reactor, task  # noqa: PLC0415 - the suite's reactor
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll ``predicate()`` (it may return a Deferred) until it is true; fail after
+    ``timeout`` seconds. Broker counts lag behind what was routed, so tests poll them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = yield defer.maybeDeferred(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        yield sleep(interval)
+
+
+def within(d: defer.Deferred[Any], seconds: float) -> defer.Deferred[Any]:
+    """``d`` with a deadline: a hang fails the test instead of the whole run."""
+    from twisted.internet import reactor  # noqa: PLC0415
+
+    return d.addTimeout(seconds, reactor)

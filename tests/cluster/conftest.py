@@ -17,7 +17,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+import brokertools
 import clusterbed
+from brokertools import sleep
 
 GUEST = {"user": "guest", "password": "guest"}
 
@@ -185,22 +187,10 @@ async def closing() -> Any:
             pass
 
 
-def sleep(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor, task  # noqa: PLC0415
-
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = yield defer.maybeDeferred(predicate)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        yield sleep(0.05)
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """The toolkit's wait, with this suite's longer default bound."""
+    return brokertools.wait_for(predicate, timeout, interval, what)
 
 
 @pytest.fixture

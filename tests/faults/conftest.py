@@ -19,7 +19,6 @@ theirs.
 from __future__ import annotations
 
 import json
-import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +27,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, threads
 
-from brokertools import GUEST, Admin, Names, assert_nothing_left
+import brokertools
+from brokertools import GUEST, Admin, Names, assert_nothing_left, sleep, within
 
 PREFIX = "postage-test.faults."
 
@@ -81,31 +81,10 @@ def figures(request: Any) -> Figures:
 
 # ---- time ----------------------------------------------------------------------------------
 
-def sleep(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor, task  # noqa: PLC0415
-
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05,
              what: str = "condition") -> Any:
-    """Poll ``predicate()`` (it may return a Deferred) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = yield defer.maybeDeferred(predicate)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        yield sleep(interval)
-
-
-def within(d: defer.Deferred[Any], seconds: float) -> defer.Deferred[Any]:
-    """``d`` with a deadline: a hang fails the test instead of the whole run."""
-    from twisted.internet import reactor  # noqa: PLC0415
-
-    return d.addTimeout(seconds, reactor)
+    """The toolkit's wait, with this suite's longer default bound."""
+    return brokertools.wait_for(predicate, timeout, interval, what)
 
 
 def _drain_blocking(queue: str, label: str) -> list[tuple[Any, bytes]]:

@@ -21,7 +21,6 @@ Nothing here imports the reactor at module level: the blocking facade's suite ru
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +38,9 @@ from brokertools import (
     assert_nothing_left,
     rabbitmqctl_argv,
     rabbitmqctl_sync,
+    sleep,
+    wait_for,
+    within,
 )
 
 PREFIX = "postage-test.twisted."
@@ -61,35 +63,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 # ---- time ----------------------------------------------------------------------------------
-
-def sleep(seconds: float) -> defer.Deferred[None]:
-    """A Deferred that fires after ``seconds`` of real time."""
-    from twisted.internet import reactor, task  # noqa: PLC0415
-
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02,
-             what: str = "condition") -> Any:
-    """Poll ``predicate()`` (it may return a Deferred) until it is true; fail after
-    ``timeout`` seconds. Broker counts lag behind what was routed, so tests poll them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = yield defer.maybeDeferred(predicate)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        yield sleep(interval)
-
-
-def within(d: defer.Deferred[Any], seconds: float) -> defer.Deferred[Any]:
-    """``d`` with a deadline: a hang fails the test instead of the whole run."""
-    from twisted.internet import reactor  # noqa: PLC0415
-
-    return d.addTimeout(seconds, reactor)
-
 
 # ---- rabbitmqctl, without blocking the reactor -----------------------------------------------
 
